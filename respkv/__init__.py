@@ -1,0 +1,95 @@
+"""respkv: move large binary chunks (LLM KV-cache) in and out of Redis/Valkey over RESP2.
+
+Quick use::
+
+    import respkv
+    with respkv.connect("resp://127.0.0.1:6379") as client:
+        client.batch_set(keys, buffers)
+        result = client.batch_get(keys, out_buffers)
+
+``respkv.backend`` tells which engine runs (``native`` or ``python``) and why.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from respkv._backend import BackendInfo, select_backend
+from respkv._contract import (
+    CONTRACT_VERSION,
+    BatchResult,
+    Completion,
+    Connector,
+    KeyStatus,
+    Op,
+)
+from respkv._options import ConnectionOptions, TLSOptions
+from respkv.errors import (
+    ConfigError,
+    ConnectionClosedError,
+    ProtocolError,
+    ReplyError,
+    RespkvError,
+    ResultError,
+    ServerNotFoundError,
+)
+
+if TYPE_CHECKING:
+    from respkv.client import Client
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "BackendInfo",
+    "BatchResult",
+    "Client",
+    "Completion",
+    "ConfigError",
+    "ConnectionClosedError",
+    "ConnectionOptions",
+    "Connector",
+    "KeyStatus",
+    "Op",
+    "ProtocolError",
+    "ReplyError",
+    "RespkvError",
+    "ResultError",
+    "ServerNotFoundError",
+    "TLSOptions",
+    "backend",
+    "connect",
+    "open_connector",
+]
+
+
+def open_connector(options: ConnectionOptions, backend: str | None = None) -> Connector:
+    """A low-level :class:`Connector` on the selected backend (see ``respkv.backend``)."""
+    info = select_backend(backend)
+    if info.name == "native":
+        from respkv._native import NativeConnector
+
+        return NativeConnector(options)
+    from respkv._pyengine import PyConnector
+
+    return PyConnector(options)
+
+
+def connect(source: Any = None, *, backend: str | None = None, **overrides: Any) -> Client:
+    """A high-level :class:`~respkv.client.Client` from a URL, a config mapping, or options."""
+    from respkv.client import Client
+    from respkv.config import resolve
+
+    return Client(resolve(source, **overrides), backend=backend)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "backend":
+        info = select_backend()
+        globals()["backend"] = info
+        return info
+    if name == "Client":
+        from respkv.client import Client
+
+        return Client
+    raise AttributeError(f"module 'respkv' has no attribute {name!r}")

@@ -1,0 +1,69 @@
+"""Which backend runs the connector, and why: one small module whose result you can see.
+
+``RESPKV_BACKEND`` chooses:
+
+* ``auto`` (default): the native module when it imports *and* its ``CONTRACT_VERSION``
+  equals ours, else the pure-Python engine; the reason for a fallback is recorded.
+* ``python``: always the pure-Python engine.
+* ``native``: the native module or an ``ImportError`` carrying the real cause.
+
+Any other value raises ``ValueError`` listing the valid ones. The choice is made on
+first use and shown by ``respkv.backend`` and ``python -m respkv``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Final
+
+from respkv._contract import CONTRACT_VERSION
+
+__all__ = ["VALID_BACKENDS", "BackendInfo", "load_native", "select_backend"]
+
+VALID_BACKENDS: Final = ("auto", "python", "native")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """The selected backend: ``name`` is ``"python"`` or ``"native"``."""
+
+    name: str
+    requested: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name} (requested {self.requested}: {self.reason})"
+
+
+def load_native() -> ModuleType:
+    """Import the native core and check its contract version; raise ImportError if unusable."""
+    from respkv_native import _core
+
+    version = getattr(_core, "CONTRACT_VERSION", None)
+    if version != CONTRACT_VERSION:
+        raise ImportError(
+            f"respkv_native._core has CONTRACT_VERSION {version}, respkv needs "
+            f"{CONTRACT_VERSION}; rebuild it (pip install .)"
+        )
+    return _core
+
+
+def select_backend(requested: str | None = None) -> BackendInfo:
+    """Resolve ``requested`` (default: ``$RESPKV_BACKEND`` or ``auto``)."""
+    if requested is None:
+        requested = os.environ.get("RESPKV_BACKEND", "auto").strip().lower() or "auto"
+    if requested not in VALID_BACKENDS:
+        raise ValueError(
+            f"unknown backend {requested!r} (RESPKV_BACKEND); valid: {', '.join(VALID_BACKENDS)}"
+        )
+    if requested == "python":
+        return BackendInfo("python", requested, "forced by RESPKV_BACKEND=python")
+    try:
+        load_native()
+    except ImportError as exc:
+        if requested == "native":
+            raise
+        return BackendInfo("python", requested, f"native backend unavailable: {exc}")
+    return BackendInfo("native", requested, "native module loaded, contract version matches")

@@ -1,0 +1,205 @@
+"""Start and stop a throwaway local ``redis-server`` / ``valkey-server``.
+
+Used by the test fixtures (:mod:`respkv.testing`), ``respkv bench`` when no server is
+given, and ``respkv server``. The server listens on loopback only, on a free port,
+with persistence off (``--save '' --appendonly no``), in its own temporary directory,
+and is stopped by pid. A port taken between choosing and binding (parallel test
+workers) shows as an early exit; the start is then retried on another port.
+
+Readiness is a real ``PING`` answered with ``+PONG`` (or ``-NOAUTH``/``-LOADING`` for a
+password-protected server: it is listening), polled with a bounded deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from respkv.errors import ServerNotFoundError
+
+__all__ = ["INSTALL_HINT", "LocalServer", "find_server_binary", "free_port", "recommended_args"]
+
+SERVER_BINARIES: Final = ("redis-server", "valkey-server")
+INSTALL_HINT: Final = (
+    "no redis-server or valkey-server on PATH; install one, e.g. "
+    "'apt-get install -y redis-server' (Debian/Ubuntu), 'brew install redis' (macOS), "
+    "or pass --host/--url to use a running server"
+)
+#: How long a server may take to answer PING after it was started.
+START_TIMEOUT: Final = 15.0
+#: How many ports are tried when the chosen one is taken before the server binds.
+START_ATTEMPTS: Final = 5
+
+
+def find_server_binary(preferred: str | None = None) -> str:
+    """Path of the server binary: ``preferred`` if given, else the first on PATH."""
+    names = (preferred,) if preferred else SERVER_BINARIES
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    if preferred:
+        raise ServerNotFoundError(f"{preferred} not found on PATH. {INSTALL_HINT}")
+    raise ServerNotFoundError(INSTALL_HINT)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host`` (loopback)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def recommended_args(cores: int | None = None) -> list[str]:
+    """Server flags recommended for a KV-cache store (see docs/performance.md).
+
+    Persistence off (a cache is rebuilt by recomputing), and I/O threads when there are
+    cores to spare: about one per four cores, at most 4 (measured gains stop there).
+    """
+    cores = cores or os.cpu_count() or 1
+    args = ["--save", "", "--appendonly", "no"]
+    io_threads = min(4, cores // 4)
+    if io_threads > 1:
+        args += ["--io-threads", str(io_threads)]
+    return args
+
+
+def _ping(host: str, port: int, timeout: float) -> bytes:
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(b"*1\r\n$4\r\nPING\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(256)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+@dataclass
+class LocalServer:
+    """A local Redis-compatible server for tests and benchmarks; a context manager."""
+
+    binary: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    args: Sequence[str] = ()
+    password: str = field(default="", repr=False)
+    acl_users: Sequence[str] = field(default=(), repr=False)
+    tls_args: Sequence[str] = ()
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    workdir: Path | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"resp://{host}:{self.port}"
+
+    @property
+    def log(self) -> str:
+        """The server's log so far (for failure messages)."""
+        if self.workdir is None:
+            return ""
+        path = self.workdir / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> LocalServer:
+        binary = find_server_binary(self.binary)
+        self.workdir = Path(tempfile.mkdtemp(prefix="respkv-server-"))
+        fixed_port = self.port
+        last_error = ""
+        for _ in range(START_ATTEMPTS):
+            port = fixed_port or free_port(self.host)
+            cmd = [binary, *self._config_args(port)]
+            log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - owned by the child
+            try:
+                proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
+            finally:
+                log.close()
+            if self._wait_ready(proc, port):
+                self.process = proc
+                self.port = port
+                return self
+            last_error = self.log[-2000:]
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if fixed_port:
+                break
+        raise RuntimeError(f"{binary} did not start; its log says:\n{last_error}")
+
+    def _config_args(self, port: int) -> list[str]:
+        assert self.workdir is not None
+        args = [
+            "--port", str(port), "--bind", self.host, "--dir", str(self.workdir),
+            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--protected-mode", "no", "--logfile", "",
+        ]  # fmt: skip
+        if self.acl_users:
+            # An ACL file and config-file users cannot be mixed, so the default user's
+            # password moves into the ACL file too.
+            lines = list(self.acl_users)
+            if self.password:
+                lines.insert(0, f"user default on >{self.password} ~* &* +@all")
+            aclfile = self.workdir / "users.acl"
+            aclfile.write_text("\n".join(lines) + "\n")
+            args += ["--aclfile", str(aclfile)]
+        elif self.password:
+            args += ["--requirepass", self.password]
+        return args + list(self.tls_args) + list(self.args)
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], port: int) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            try:
+                reply = _ping(self.host, port, timeout=1.0)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            if reply.startswith((b"+PONG", b"-NOAUTH", b"-LOADING")):
+                return not reply.startswith(b"-LOADING") or self._wait_ready(proc, port)
+            if not reply:
+                # A TLS-only port closes plaintext connections: it is listening.
+                return bool(self.tls_args)
+            time.sleep(0.01)
+        return False
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> LocalServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

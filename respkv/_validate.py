@@ -1,0 +1,88 @@
+"""Submit-time validation shared by both backends.
+
+Every check runs before any I/O, so a bad batch raises at once and leaves nothing half
+done. Messages name the offending index and the limit, and are the same whichever
+backend is in use because both call these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from respkv._compat import Buffer
+
+__all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "check_buffers", "check_keys"]
+
+#: Longest key accepted. Redis allows up to 512 MiB, but a KV-cache key is a short
+#: hash; anything this long is a bug in the caller, caught before it costs bandwidth.
+MAX_KEY_BYTES: Final = 64 * 1024
+#: Largest value: Redis's ``proto-max-bulk-len`` default (512 MiB).
+MAX_VALUE_BYTES: Final = 512 * 1024 * 1024
+
+
+def check_keys(keys: Sequence[object]) -> list[bytes]:
+    """Keys as bytes (``str`` is UTF-8 encoded). Raises on a bad or empty batch."""
+    if isinstance(keys, (str, bytes, bytearray, memoryview)):
+        raise TypeError("keys must be a sequence of str or bytes, not a single key")
+    try:
+        n = len(keys)
+    except TypeError:
+        raise TypeError(f"keys must be a sequence, not {type(keys).__name__}") from None
+    if n == 0:
+        raise ValueError("empty batch: keys must contain at least one key")
+    out: list[bytes] = []
+    append = out.append
+    for i, key in enumerate(keys):
+        if type(key) is bytes:
+            data = key
+        elif isinstance(key, str):
+            data = key.encode()
+        elif isinstance(key, bytes):
+            data = bytes(key)
+        else:
+            raise TypeError(f"key {i}: expected str or bytes, got {type(key).__name__}")
+        if not data:
+            raise ValueError(f"key {i}: empty key")
+        if len(data) > MAX_KEY_BYTES:
+            raise ValueError(
+                f"key {i}: {len(data)} bytes exceeds MAX_KEY_BYTES ({MAX_KEY_BYTES})"
+            )
+        append(data)
+    return out
+
+
+def check_buffers(buffers: Sequence[Buffer], nkeys: int, *, writable: bool) -> list[memoryview]:
+    """Buffers as flat byte memoryviews (size in bytes, not elements).
+
+    ``writable`` is set for GET: read-only buffers are rejected there.
+    """
+    if isinstance(buffers, (bytes, bytearray, memoryview)):
+        raise TypeError("buffers must be a sequence of buffers, not a single buffer")
+    try:
+        n = len(buffers)
+    except TypeError:
+        raise TypeError(f"buffers must be a sequence, not {type(buffers).__name__}") from None
+    if n != nkeys:
+        raise ValueError(f"length mismatch: {nkeys} keys but {n} buffers")
+    out: list[memoryview] = []
+    append = out.append
+    for i, buf in enumerate(buffers):
+        try:
+            view = memoryview(buf)
+        except TypeError:
+            raise TypeError(
+                f"buffer {i}: expected a buffer-protocol object, got {type(buf).__name__}"
+            ) from None
+        if not view.c_contiguous:
+            raise ValueError(f"buffer {i}: not C-contiguous")
+        if writable and view.readonly:
+            raise ValueError(f"buffer {i}: read-only; GET needs a writable buffer")
+        if view.nbytes > MAX_VALUE_BYTES:
+            raise ValueError(
+                f"buffer {i}: {view.nbytes} bytes exceeds MAX_VALUE_BYTES ({MAX_VALUE_BYTES})"
+            )
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B") if view.ndim else view.cast("B", (view.nbytes,))
+        append(view)
+    return out
