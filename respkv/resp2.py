@@ -48,6 +48,8 @@ __all__ = [
     "hiredis_available",
     "pack_command",
     "pack_commands",
+    "pack_key_command",
+    "pack_set_header",
 ]
 
 #: Largest bulk string accepted from the server: Redis's own ``proto-max-bulk-len``
@@ -169,6 +171,16 @@ def pack_commands(commands: Iterable[Iterable[object]]) -> list[Buffer]:
     if pending:
         out.append(bytes(pending))
     return out
+
+
+def pack_key_command(name: bytes, key: bytes) -> bytes:
+    """``NAME key`` as one bytes object: the fast path for GET, EXISTS and UNLINK."""
+    return b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(name), name, len(key), key)
+
+
+def pack_set_header(key: bytes, nbytes: int) -> bytes:
+    """Everything of ``SET key <value>`` before the value; the value and CRLF follow."""
+    return b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n" % (len(key), key, nbytes)
 
 
 # --------------------------------------------------------------------------- reading
