@@ -40,7 +40,7 @@ from respkv._contract import Connector
 from respkv._options import ConnectionOptions
 from respkv._server import LocalServer
 
-__all__ = ["ACL_PASSWORD", "ACL_USER", "AUTH_PASSWORD", "ConnectorFactory"]
+__all__ = ["ACL_PASSWORD", "ACL_USER", "AUTH_PASSWORD", "ConnectorFactory", "wait_for"]
 
 AUTH_PASSWORD = "s3cret-default-pw"
 ACL_USER = "kvuser"
@@ -165,3 +165,37 @@ def connector(
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture
+def fault_proxy(redis_options: ConnectionOptions) -> Iterator[Any]:
+    """A :class:`~respkv._faultproxy.FaultProxy` in front of ``redis_server``."""
+    from respkv._faultproxy import FaultProxy
+
+    with FaultProxy(redis_options.host, redis_options.port) as proxy:
+        yield proxy
+
+
+_unclaimed: dict[int, dict[int, Any]] = {}
+
+
+def wait_for(connector: Connector, batch_id: int, timeout: float = 60.0) -> Any:
+    """Block until ``batch_id`` completes on ``connector`` and return its Completion.
+
+    Waits on the event fd (no polling loop with sleeps); completions of other batches
+    are kept for their own ``wait_for`` call.
+    """
+    import select
+    import time
+
+    store = _unclaimed.setdefault(id(connector), {})
+    deadline = time.monotonic() + timeout
+    while batch_id not in store:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"batch {batch_id} did not complete within {timeout} s")
+        select.select([connector.event_fd()], [], [], remaining)
+        for c in connector.drain_completions():
+            assert c.batch_id not in store, f"batch {c.batch_id} completed twice"
+            store[c.batch_id] = c
+    return store.pop(batch_id)

@@ -1,0 +1,107 @@
+"""Deadlines, broken connections, refused connections and close with work in flight,
+driven by a fault-injecting proxy in front of the real server."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from respkv import ConnectionOptions, KeyStatus
+from respkv._faultproxy import FaultProxy
+from respkv._server import free_port
+from respkv.testing import ConnectorFactory, wait_for
+
+
+def _via(proxy: FaultProxy, options: ConnectionOptions, **kw: object) -> ConnectionOptions:
+    return options.replace(host=proxy.host, port=proxy.port, num_workers=1, **kw)
+
+
+def test_timeout_then_recovery(
+    connector_factory: ConnectorFactory, redis_options: ConnectionOptions, fault_proxy: FaultProxy
+) -> None:
+    conn = connector_factory(_via(fault_proxy, redis_options, op_timeout=0.3))
+    try:
+        assert wait_for(conn, conn.submit_batch_set(["to:a"], [b"1"])).ok
+        fault_proxy.stall()
+        c = wait_for(conn, conn.submit_batch_exists(["to:a", "to:b"]))
+        assert c.statuses == (KeyStatus.TIMEOUT, KeyStatus.TIMEOUT)
+        assert "op_timeout (0.3 s)" in (c.errors[0] or "")
+        fault_proxy.unstall()
+        e = wait_for(conn, conn.submit_batch_exists(["to:a"]))
+        assert e.statuses == (KeyStatus.OK,)
+        assert fault_proxy.accepted == 2, "a timed-out connection is dropped and replaced"
+    finally:
+        conn.close()
+
+
+def test_cut_mid_value_fails_only_inflight_keys(
+    connector_factory: ConnectorFactory, redis_options: ConnectionOptions, fault_proxy: FaultProxy
+) -> None:
+    size = 1 << 20
+    vals = [np.full(size, i, dtype=np.uint8) for i in range(4)]
+    keys = [f"cut:{i}" for i in range(4)]
+    conn = connector_factory(_via(fault_proxy, redis_options, window_values=1))
+    try:
+        assert wait_for(conn, conn.submit_batch_set(keys, vals)).ok
+        # Break the stream in the middle of the second value's payload.
+        fault_proxy.cut_after(size + 64 + size // 2)
+        out = [np.zeros(size, dtype=np.uint8) for _ in range(4)]
+        c = wait_for(conn, conn.submit_batch_get(keys, out))
+        assert c.statuses[0] is KeyStatus.OK
+        assert c.statuses[1] is KeyStatus.IO_ERROR
+        assert "lost" in (c.errors[1] or "")
+        # With one value in flight, the keys after it went over a new connection.
+        assert c.statuses[2:] == (KeyStatus.OK, KeyStatus.OK)
+        assert np.array_equal(out[0], vals[0]) and np.array_equal(out[3], vals[3])
+        again = [np.zeros(size, dtype=np.uint8) for _ in range(4)]
+        assert wait_for(conn, conn.submit_batch_get(keys, again)).ok
+        assert all(np.array_equal(a, b) for a, b in zip(again, vals))
+    finally:
+        conn.close()
+
+
+def test_server_reset_then_next_batch_reconnects(
+    connector_factory: ConnectorFactory, redis_options: ConnectionOptions, fault_proxy: FaultProxy
+) -> None:
+    conn = connector_factory(_via(fault_proxy, redis_options))
+    try:
+        assert wait_for(conn, conn.submit_batch_set(["rs"], [b"v"])).ok
+        fault_proxy.reset_all()
+        c = wait_for(conn, conn.submit_batch_exists(["rs"]))
+        assert c.statuses == (KeyStatus.OK,), "an idle connection reset by the peer is replaced"
+        assert fault_proxy.accepted == 2
+    finally:
+        conn.close()
+
+
+def test_connect_refused(connector_factory: ConnectorFactory) -> None:
+    opts = ConnectionOptions(host="127.0.0.1", port=free_port(), num_workers=2, connect_timeout=2)
+    conn = connector_factory(opts)
+    try:
+        c = wait_for(conn, conn.submit_batch_set(["a", "b", "c"], [b"1", b"2", b"3"]))
+        assert c.statuses == (KeyStatus.IO_ERROR,) * 3
+        assert all(f"connect to 127.0.0.1:{opts.port} failed" in (e or "") for e in c.errors)
+        c2 = wait_for(conn, conn.submit_batch_exists(["a"]))
+        assert c2.statuses == (KeyStatus.IO_ERROR,)
+    finally:
+        conn.close()
+
+
+def test_close_with_work_in_flight(
+    connector_factory: ConnectorFactory, redis_options: ConnectionOptions
+) -> None:
+    conn = connector_factory(redis_options.replace(num_workers=2))
+    size = 2 << 20
+    vals = [np.full(size, i, dtype=np.uint8) for i in range(40)]
+    ids = [conn.submit_batch_set([f"cl:{j}:{i}" for i in range(10)], vals[j * 10 : j * 10 + 10])
+           for j in range(4)]  # fmt: skip
+    conn.close()
+    conn.close()
+    seen = {c.batch_id: c for c in conn.drain_completions()}
+    assert sorted(seen) == ids, "every batch completes exactly once, even when closed"
+    for c in seen.values():
+        assert len(c.statuses) == 10
+        assert set(c.statuses) <= {KeyStatus.OK, KeyStatus.CANCELLED}
+        for s, e in zip(c.statuses, c.errors):
+            if s is KeyStatus.CANCELLED:
+                assert e == "connector closed before the key was sent"
+    assert conn.drain_completions() == []
