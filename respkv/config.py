@@ -1,36 +1,482 @@
-"""Configuration: URLs, LMCache-style JSON and environment variables to ConnectionOptions.
+"""Configuration: URLs, LMCache-style JSON and environment variables, validated.
 
-(Initial version: ``resp://host:port[/db]`` URLs and ``ConnectionOptions`` pass-through.
-The full URL / JSON / env layer is built in the configuration issue.)
+Every way of configuring respkv ends in one :class:`RespkvConfig`: the connection
+(:class:`~respkv.ConnectionOptions`, what the engines read) plus the KV-cache layer's
+settings (key prefix, capacity, eviction). :func:`load` builds it; :func:`resolve`
+returns just the connection part and is what :func:`respkv.connect` calls.
+
+Sources, in the order they are merged (later wins):
+
+1. the source: a URL (``resp://``, ``resps://``, ``resp+unix://``, aliases ``redis://``
+   ``rediss://`` ``unix://``), a mapping (the LMCache L2-adapter JSON plus our keys),
+   JSON text, a path to a JSON file, a unix socket path, or ``ConnectionOptions``;
+2. keyword overrides (the same flat keys as the JSON);
+3. for ``host``, ``port``, ``username`` and ``password`` left empty by both:
+   ``RESPKV_*``, then ``LMCACHE_RESP_*`` environment variables, then the built-in
+   default. The reference system rejects an empty host before it reads its
+   variable; here the variable fills it, from JSON as from a URL.
+
+Every key is checked: an unknown one is a :class:`~respkv.ConfigError` naming it and
+the valid ones; a value of the wrong type or out of range names the key and the limit.
+
+Secrets: a password (from a URL, JSON or the environment) never appears in a message,
+a ``repr`` or a log line; URLs are shown through :func:`redact_url`. Exceptions raised
+while parsing are re-raised ``from None``, so no traceback carries the raw input.
+
+``max_capacity_gb`` is in GiB (2**30 bytes), as in the reference.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import stat
+import typing
 from collections.abc import Mapping
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from respkv._options import ConnectionOptions
+from respkv._options import ConnectionOptions, TLSOptions
+from respkv.chunksize import parse_size
 from respkv.errors import ConfigError
+from respkv.eviction import EvictionConfig
 
-__all__ = ["resolve"]
+__all__ = [
+    "ENV_FALLBACKS",
+    "RespkvConfig",
+    "load",
+    "redact_url",
+    "resolve",
+]
+
+GIB: Final = 1024**3
+#: Largest config file read (a config is a few hundred bytes; this catches mistakes).
+MAX_CONFIG_FILE_BYTES: Final = 1024 * 1024
+
+#: Environment variables consulted, in order, for a value the config leaves empty.
+ENV_FALLBACKS: Final[dict[str, tuple[str, ...]]] = {
+    "host": ("RESPKV_HOST", "LMCACHE_RESP_HOST"),
+    "port": ("RESPKV_PORT", "LMCACHE_RESP_PORT"),
+    "username": ("RESPKV_USERNAME", "LMCACHE_RESP_USERNAME"),
+    "password": ("RESPKV_PASSWORD", "LMCACHE_RESP_PASSWORD"),
+}
+
+#: Keys whose values are secrets: never echoed in messages.
+SECRET_KEYS: Final = frozenset({"password"})
+
+#: URL scheme -> (TLS, unix socket).
+SCHEMES: Final[dict[str, tuple[bool, bool]]] = {
+    "resp": (False, False),
+    "resps": (True, False),
+    "redis": (False, False),
+    "rediss": (True, False),
+    "valkey": (False, False),
+    "valkeys": (True, False),
+    "resp+unix": (False, True),
+    "redis+unix": (False, True),
+    "unix": (False, True),
+}
+
+#: The KV-cache layer's keys (besides the connection's and ``tls``/``eviction``/``type``).
+STORE_KEYS: Final[dict[str, type]] = {
+    "key_prefix": str,
+    "max_capacity_gb": float,
+    "max_capacity_bytes": int,
+    "recover_usage": bool,
+}
+TLS_KEYS: Final[dict[str, type]] = {
+    "ca_file": str,
+    "cert_file": str,
+    "key_file": str,
+    "server_hostname": str,
+    "verify": bool,
+}
+EVICTION_KEYS: Final[dict[str, type]] = {
+    "eviction_policy": str,
+    "trigger_watermark": float,
+    "eviction_ratio": float,
+}
+#: The value ``type`` must have (the reference's adapter type).
+CONFIG_TYPE: Final = "resp"
 
 
-def resolve(source: str | Mapping[str, Any] | ConnectionOptions | None = None, **overrides: Any) -> ConnectionOptions:
-    """Turn a URL, a config mapping or options (plus keyword overrides) into options."""
+def _connection_keys() -> dict[str, type]:
+    """ConnectionOptions' scalar fields and their types, read from the dataclass so a
+    field added there is configurable here at once."""
+    hints = typing.get_type_hints(ConnectionOptions)
+    keys: dict[str, type] = {}
+    for f in dataclasses.fields(ConnectionOptions):
+        if f.name == "tls":
+            continue
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        base = args[0] if len(args) == 1 else hints[f.name]
+        if base in (str, int, float, bool):
+            keys[f.name] = base
+    return keys
+
+
+CONNECTION_KEYS: Final[dict[str, type]] = _connection_keys()
+#: Every key a config mapping may have at its top level.
+VALID_KEYS: Final = ("type", "tls", "eviction", *CONNECTION_KEYS, *STORE_KEYS)
+#: Keys that a URL carries in its authority or path, not in its query string.
+_URL_AUTHORITY_KEYS: Final = frozenset({"host", "port", "username", "password", "unix_path"})
+
+
+# -- the result ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RespkvConfig:
+    """A validated configuration. Its ``repr`` shows no password."""
+
+    connection: ConnectionOptions
+    key_prefix: str = ""
+    max_capacity_bytes: int = 0
+    eviction: EvictionConfig | None = None
+    recover_usage: bool = False
+
+    @property
+    def url(self) -> str:
+        """The connection as a URL with the password hidden (for messages)."""
+        c = self.connection
+        scheme = "resps" if c.tls is not None else "resp"
+        user = c.username + (":***" if c.password else "")
+        auth = f"{user}@" if user else ""
+        if c.unix_path is not None:
+            return f"{scheme}+unix://{auth}{c.unix_path}" + (f"?db={c.db}" if c.db else "")
+        return f"{scheme}://{auth}{c.address}" + (f"/{c.db}" if c.db else "")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of a URL's user information replaced by ``***``.
+
+    Everything between ``//`` and the *last* ``@`` counts as user information, so a
+    password holding ``@``, ``/`` or ``?`` is hidden too (at worst more is hidden).
+    """
+    start = text.find("//")
+    start = 0 if start < 0 else start + 2
+    at = text.rfind("@")
+    if at < start:
+        return text
+    user, sep, _ = text[start:at].partition(":")
+    return text[:start] + user + (":***" if sep else "") + text[at:]
+
+
+# -- entry points ----------------------------------------------------------------------
+
+
+def resolve(
+    source: str | os.PathLike[str] | Mapping[str, Any] | ConnectionOptions | None = None,
+    **overrides: Any,
+) -> ConnectionOptions:
+    """The :class:`~respkv.ConnectionOptions` for ``source`` plus keyword overrides.
+
+    Connection keys only make sense here, but KV-cache keys are accepted (and
+    validated) so that one config serves both :func:`respkv.connect` and the store.
+    """
+    return load(source, **overrides).connection
+
+
+def load(
+    source: str | os.PathLike[str] | Mapping[str, Any] | ConnectionOptions | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> RespkvConfig:
+    """The full :class:`RespkvConfig` for ``source``, keyword overrides and the environment.
+
+    ``environ`` replaces ``os.environ`` for the fallbacks (tests, embedding).
+    """
+    env = os.environ if environ is None else environ
     if isinstance(source, ConnectionOptions):
-        options = source
-    elif source is None:
-        options = ConnectionOptions()
-    elif isinstance(source, str):
-        parts = urlsplit(source)
-        if parts.scheme != "resp":
-            raise ConfigError(f"unsupported URL scheme {parts.scheme!r}")
-        db = int(parts.path.strip("/") or 0)
-        options = ConnectionOptions(
-            host=parts.hostname or "127.0.0.1", port=parts.port or 6379, db=db,
-            username=parts.username or "", password=parts.password or "",
-        )
+        raw: dict[str, Any] = {f.name: getattr(source, f.name) for f in dataclasses.fields(source)}
+        use_env = False
     else:
-        options = ConnectionOptions(**dict(source))
-    return options.replace(**overrides) if overrides else options
+        raw = _raw_from_source(source)
+        use_env = True
+    for key, value in overrides.items():
+        if value is not None:
+            raw[key] = value
+    return _build(raw, env if use_env else {})
+
+
+# -- sources to a raw mapping ----------------------------------------------------------
+
+
+def _raw_from_source(source: object) -> dict[str, Any]:
+    if source is None:
+        return {}
+    if isinstance(source, Mapping):
+        return dict(source)
+    if isinstance(source, os.PathLike):
+        return _read_json_file(Path(source))
+    if not isinstance(source, str):
+        raise ConfigError(
+            "config source must be a URL, a mapping, JSON text, a file path, "
+            f"ConnectionOptions or None, not {type(source).__name__}"
+        )
+    text = source.strip()
+    if text.startswith("{"):
+        return _parse_json(text, "JSON config text")
+    if "://" in text:
+        return parse_url(text)
+    path = Path(text)
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise ConfigError(
+            f"{redact_url(text)!r} is not a URL (resp://host:port), JSON text, an existing "
+            "config file or a unix socket"
+        ) from None
+    if stat.S_ISSOCK(mode):
+        return {"unix_path": str(path)}
+    return _read_json_file(path)
+
+
+def _read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError(
+            f"config file {str(path)!r} is larger than MAX_CONFIG_FILE_BYTES "
+            f"({MAX_CONFIG_FILE_BYTES})"
+        )
+    return _parse_json(data, f"config file {str(path)!r}")
+
+
+def _parse_json(text: str | bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        # The message names the position only, never the text around it.
+        where = (
+            f" at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        raise ConfigError(f"{what} is not valid JSON{where}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must hold a JSON object, not {type(value).__name__}")
+    return value
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """The raw config mapping a URL stands for (validated later by :func:`load`).
+
+    ``resp://[user[:password]@]host[:port][/db][?key=value...]``; ``resps://`` adds TLS
+    (query keys ``ca_file``, ``cert_file``, ``key_file``, ``server_hostname``,
+    ``verify``); ``resp+unix://[user[:password]@]/path/to/socket[?db=N]``. Any other
+    config key may be given in the query (``?num_workers=4&key_prefix=kv:``).
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"invalid URL {shown!r}: bad host or port") from None
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"unsupported URL scheme {scheme!r} in {shown!r}; valid: {', '.join(SCHEMES)}"
+        )
+    tls, unix = SCHEMES[scheme]
+    raw: dict[str, Any] = {}
+    if parts.username:
+        raw["username"] = unquote(parts.username)
+    if parts.password:
+        raw["password"] = unquote(parts.password)
+    if unix:
+        if not parts.path:
+            raise ConfigError(f"URL {shown!r} names no socket path (resp+unix:///path/to/sock)")
+        raw["unix_path"] = unquote(parts.path)
+    else:
+        if parts.hostname:
+            raw["host"] = unquote(parts.hostname)
+        if port is not None:
+            raw["port"] = port
+        db_text = parts.path.strip("/")
+        if db_text:
+            if not db_text.isdigit():
+                raise ConfigError(f"URL {shown!r}: the path must be a database number, like /0")
+            raw["db"] = int(db_text)
+    query = dict(_parse_query(parts.query, shown))
+    tls_fields = {k: query.pop(k) for k in list(query) if k in TLS_KEYS}
+    if tls_fields and not tls:
+        raise ConfigError(
+            f"URL {shown!r}: TLS parameters ({', '.join(tls_fields)}) need the resps:// scheme"
+        )
+    if tls:
+        raw["tls"] = tls_fields
+    eviction = {k: query.pop(k) for k in list(query) if k in EVICTION_KEYS}
+    if eviction:
+        raw["eviction"] = eviction
+    raw.update(query)
+    return raw
+
+
+#: Keys a URL query string may carry, with their types.
+_QUERY_KEYS: Final[dict[str, type]] = {
+    k: t
+    for table in (CONNECTION_KEYS, STORE_KEYS, TLS_KEYS, EVICTION_KEYS)
+    for k, t in table.items()
+    if k not in _URL_AUTHORITY_KEYS
+}
+
+
+def _parse_query(query: str, shown: str) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, text in parse_qsl(query, keep_blank_values=True):
+        kind = _QUERY_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(
+                f"unknown URL query parameter {key!r} in {shown!r}; valid: {', '.join(_QUERY_KEYS)}"
+            )
+        out.append((key, _from_text(key, text, kind, f"URL parameter {key!r}")))
+    return out
+
+
+# -- typed values ----------------------------------------------------------------------
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _show(key: str, value: object) -> str:
+    return "" if key in SECRET_KEYS else f" {value!r}"
+
+
+def _from_text(key: str, text: str, kind: type, what: str) -> Any:
+    """A string from a URL or the environment, converted to ``kind``."""
+    try:
+        if kind is bool:
+            lowered = text.strip().lower()
+            if lowered in _TRUE | _FALSE:
+                return lowered in _TRUE
+            raise ValueError
+        if kind is int:
+            return parse_size(text) if key.endswith("_bytes") else int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{what}: expected {kind.__name__}, got{_show(key, text)}") from None
+    return text
+
+
+def _typed(key: str, value: object, kind: type, where: str) -> Any:
+    """``value`` checked against ``kind`` (JSON is strict; sizes may be strings)."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and key.endswith("_bytes") and isinstance(value, str):
+        return _from_text(key, value, int, f"config key '{where}{key}'")
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(
+        f"config key '{where}{key}': expected {kind.__name__}, "
+        f"got {type(value).__name__}{_show(key, value)}"
+    )
+
+
+def _check_keys(raw: Mapping[str, Any], valid: Any, where: str) -> None:
+    for key in raw:
+        if key not in valid:
+            raise ConfigError(f"unknown config key '{where}{key}'; valid: {', '.join(valid)}")
+
+
+# -- building --------------------------------------------------------------------------
+
+
+def _build(raw: dict[str, Any], env: Mapping[str, str]) -> RespkvConfig:
+    _check_keys(raw, VALID_KEYS, "")
+    kind_value = raw.pop("type", None)
+    if kind_value is not None and str(kind_value).lower() != CONFIG_TYPE:
+        raise ConfigError(f"config key 'type' must be {CONFIG_TYPE!r}, got {kind_value!r}")
+
+    conn: dict[str, Any] = {}
+    for key, kind in CONNECTION_KEYS.items():
+        value = raw.get(key)
+        if value is not None:
+            conn[key] = _typed(key, value, kind, "")
+    _apply_env(conn, env)
+    conn["tls"] = _build_tls(raw.get("tls"))
+    if conn["tls"] is not None and conn.get("unix_path"):
+        raise ConfigError("TLS is not supported over a unix socket (unix_path with tls)")
+    try:
+        connection = ConnectionOptions(**conn)
+    except ValueError as exc:
+        raise ConfigError(f"invalid connection settings: {exc}") from None
+
+    store = {k: _typed(k, raw[k], t, "") for k, t in STORE_KEYS.items() if raw.get(k) is not None}
+    gb = store.get("max_capacity_gb", 0.0)
+    nbytes = store.get("max_capacity_bytes", 0)
+    if gb < 0 or nbytes < 0:
+        raise ConfigError("max_capacity_gb / max_capacity_bytes must be >= 0 (0: unlimited)")
+    if gb and nbytes:
+        raise ConfigError("give max_capacity_gb or max_capacity_bytes, not both")
+    return RespkvConfig(
+        connection=connection,
+        key_prefix=store.get("key_prefix", ""),
+        max_capacity_bytes=nbytes or int(gb * GIB),
+        eviction=_build_eviction(raw.get("eviction")),
+        recover_usage=store.get("recover_usage", False),
+    )
+
+
+def _apply_env(conn: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Fill empty host/port/username/password from the environment (config wins)."""
+    for key, names in ENV_FALLBACKS.items():
+        if conn.get(key) or (key in ("host", "port") and conn.get("unix_path")):
+            continue
+        for name in names:
+            text = env.get(name, "")
+            if text:
+                conn[key] = _from_text(
+                    key, text, CONNECTION_KEYS[key], f"environment variable {name}"
+                )
+                break
+        if not conn.get(key):
+            # Still empty: the built-in default (127.0.0.1, 6379, no user, no password).
+            conn.pop(key, None)
+
+
+def _build_tls(value: object) -> TLSOptions | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return TLSOptions()
+    if isinstance(value, TLSOptions):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"config key 'tls': expected true/false or an object, got {type(value).__name__}"
+        )
+    _check_keys(value, tuple(TLS_KEYS), "tls.")
+    fields = {k: _typed(k, v, TLS_KEYS[k], "tls.") for k, v in value.items() if v is not None}
+    if "key_file" in fields and "cert_file" not in fields:
+        raise ConfigError("config key 'tls.key_file' needs 'tls.cert_file' too")
+    for key in ("ca_file", "cert_file", "key_file"):
+        if key in fields and not Path(fields[key]).is_file():
+            raise ConfigError(f"config key 'tls.{key}': no such file {fields[key]!r}")
+    return TLSOptions(**fields)
+
+
+def _build_eviction(value: object) -> EvictionConfig | None:
+    if value is None:
+        return None
+    if isinstance(value, EvictionConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config key 'eviction': expected an object, got {type(value).__name__}")
+    _check_keys(value, tuple(EVICTION_KEYS), "eviction.")
+    fields = {
+        k: _typed(k, v, EVICTION_KEYS[k], "eviction.") for k, v in value.items() if v is not None
+    }
+    try:
+        return EvictionConfig(**fields)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'eviction': {exc}") from None

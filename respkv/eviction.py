@@ -1,0 +1,290 @@
+"""LRU eviction by bytes: the policy settings and the client-side usage tracker.
+
+Redis does not know which of its keys are KV-cache chunks worth keeping, and its own
+``maxmemory`` eviction answers a full server with ``-OOM`` or drops keys we still count.
+So, like the reference system (LMCache's L2 eviction controller), respkv tracks on the
+client what it stored, in bytes, and deletes the least-recently-used chunks itself
+before the server fills up.
+
+The rules this module keeps:
+
+* A key is counted only once the server acknowledged its SET; an overwrite replaces the
+  old size. Usage is a sum of bytes, never a key count (chunks differ in size).
+* A key found gone (UNLINK answered 0, GET or EXISTS missed) leaves the tracking at
+  once, so a key deleted behind our back can never be chosen again and again: eviction
+  cannot livelock on ghosts.
+* Pinned keys (being loaded) are never chosen. Pins nest (a count per key).
+* Eviction triggers at ``usage >= trigger_watermark x capacity`` and brings usage down to
+  ``(trigger_watermark - eviction_ratio) x capacity``. At the trigger point that frees
+  exactly ``eviction_ratio x capacity`` bytes, like the reference; after a batch that
+  overshot the watermark it frees more, so usage stays within one batch of the
+  capacity. (The reference frees a ratio of the *used* bytes; a ratio of the capacity
+  is what its configuration documents and what makes the bound above hold.)
+* A victim is removed from the tracking only if it was not stored again while its
+  UNLINK was in flight (a generation number per entry tells). A re-store that raced
+  the UNLINK may leave a tracked key that is gone; the next GET miss or UNLINK answer
+  removes it. Erring that way over-counts, which keeps the capacity bound safe.
+
+The defaults (``LRU``, 0.8, 0.2) are the reference system's.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from respkv._contract import KeyStatus
+
+__all__ = [
+    "DEFAULT_EVICTION_RATIO",
+    "DEFAULT_TRIGGER_WATERMARK",
+    "VALID_POLICIES",
+    "EvictionConfig",
+    "LRUTracker",
+    "Usage",
+    "Victim",
+    "bytes_to_free",
+]
+
+#: Policy names accepted in ``eviction_policy`` (case-insensitive). ``noop`` tracks
+#: usage but never evicts, like the reference's NoOp policy.
+VALID_POLICIES: Final = ("LRU", "noop")
+#: Usage fraction of the capacity at which eviction starts (the reference's default).
+DEFAULT_TRIGGER_WATERMARK: Final = 0.8
+#: Fraction of the capacity freed by one eviction cycle (the reference's default).
+DEFAULT_EVICTION_RATIO: Final = 0.2
+
+
+@dataclass(frozen=True)
+class EvictionConfig:
+    """The ``"eviction"`` object of the configuration, with the reference's field names."""
+
+    eviction_policy: str = "LRU"
+    trigger_watermark: float = DEFAULT_TRIGGER_WATERMARK
+    eviction_ratio: float = DEFAULT_EVICTION_RATIO
+
+    def __post_init__(self) -> None:
+        canonical = {p.lower(): p for p in VALID_POLICIES}.get(str(self.eviction_policy).lower())
+        if canonical is None:
+            raise ValueError(
+                f"eviction_policy {self.eviction_policy!r} is not supported; "
+                f"valid: {', '.join(VALID_POLICIES)}"
+            )
+        object.__setattr__(self, "eviction_policy", canonical)
+        for name in ("trigger_watermark", "eviction_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+            if not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this policy ever deletes keys."""
+        return self.eviction_policy == "LRU"
+
+
+def bytes_to_free(used: int, capacity: int, config: EvictionConfig | None) -> int:
+    """How many bytes one eviction cycle should free now (0: nothing to do)."""
+    if config is None or not config.enabled or capacity <= 0:
+        return 0
+    if used < config.trigger_watermark * capacity:
+        return 0
+    low_water = math.floor(max(0.0, config.trigger_watermark - config.eviction_ratio) * capacity)
+    return max(0, used - low_water)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A snapshot of the tracked usage."""
+
+    used_bytes: int
+    keys: int
+    pinned_keys: int
+    evicted_keys: int
+    evicted_bytes: int
+    vanished_keys: int
+
+
+@dataclass(frozen=True)
+class Victim:
+    """A key chosen for eviction, with what the tracker knew when it chose it."""
+
+    key: bytes
+    size: int
+    generation: int
+
+
+class _Entry:
+    __slots__ = ("generation", "size")
+
+    def __init__(self, size: int, generation: int) -> None:
+        self.size = size
+        self.generation = generation
+
+
+class LRUTracker:
+    """Bytes per key in least-recently-used order, with pins. Thread-safe.
+
+    Operations are O(1) per key except :meth:`select_victims`, which walks from the
+    least recently used end and skips pinned keys.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._pins: Counter[bytes] = Counter()
+        self._evicting: set[bytes] = set()
+        self._used = 0
+        self._generation = 0
+        self._evicted_keys = 0
+        self._evicted_bytes = 0
+        self._vanished = 0
+
+    # -- what the server told us ---------------------------------------------------
+
+    def stored(self, key: bytes, size: int) -> None:
+        """The server acknowledged a SET of ``size`` bytes: count it, most recent."""
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        with self._lock:
+            self._generation += 1
+            entry = self._entries.get(key)
+            if entry is None:
+                self._entries[key] = _Entry(size, self._generation)
+            else:
+                self._used -= entry.size
+                entry.size = size
+                entry.generation = self._generation
+                self._entries.move_to_end(key)
+            self._used += size
+
+    def accessed(self, key: bytes, size: int | None = None) -> None:
+        """A hit: mark most recent. ``size`` (a GET hit's exact length) corrects or adds it."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                if size is not None:
+                    self._generation += 1
+                    self._entries[key] = _Entry(size, self._generation)
+                    self._used += size
+                return
+            if size is not None and size != entry.size:
+                self._used += size - entry.size
+                entry.size = size
+            self._entries.move_to_end(key)
+
+    def gone(self, key: bytes) -> bool:
+        """The key is not on the server (a miss, or we deleted it): stop counting it."""
+        with self._lock:
+            return self._drop(key, vanished=True)
+
+    def _drop(self, key: bytes, *, vanished: bool) -> bool:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        self._used -= entry.size
+        if vanished:
+            self._vanished += 1
+        return True
+
+    # -- pins ------------------------------------------------------------------------
+
+    def pin(self, keys: Iterable[bytes]) -> None:
+        """Protect ``keys`` from eviction until the same number of :meth:`unpin` calls."""
+        with self._lock:
+            self._pins.update(keys)
+
+    def unpin(self, keys: Iterable[bytes]) -> None:
+        with self._lock:
+            for key in keys:
+                count = self._pins[key] - 1
+                if count > 0:
+                    self._pins[key] = count
+                else:
+                    del self._pins[key]
+
+    def is_pinned(self, key: bytes) -> bool:
+        with self._lock:
+            return self._pins[key] > 0
+
+    # -- eviction --------------------------------------------------------------------
+
+    def select_victims(self, nbytes: int) -> list[Victim]:
+        """Least-recently-used, unpinned keys totalling at least ``nbytes`` (or all there are).
+
+        The chosen keys are marked as being evicted (another cycle will not choose them)
+        until :meth:`finish_eviction`.
+        """
+        victims: list[Victim] = []
+        total = 0
+        with self._lock:
+            for key, entry in self._entries.items():
+                if total >= nbytes:
+                    break
+                if self._pins[key] > 0 or key in self._evicting:
+                    continue
+                victims.append(Victim(key, entry.size, entry.generation))
+                total += entry.size
+            self._evicting.update(v.key for v in victims)
+        return victims
+
+    def finish_eviction(self, victims: Iterable[Victim], statuses: Iterable[KeyStatus]) -> int:
+        """Record the UNLINK outcome per victim and return the tracked bytes released.
+
+        ``OK`` (deleted) and ``MISS`` (already gone) release the key; any failure keeps
+        it for a later cycle. A victim stored again since it was chosen stays tracked.
+        """
+        freed = 0
+        with self._lock:
+            for victim, status in zip(victims, statuses, strict=True):
+                self._evicting.discard(victim.key)
+                entry = self._entries.get(victim.key)
+                if entry is None or entry.generation != victim.generation:
+                    continue
+                if status is KeyStatus.OK:
+                    self._evicted_keys += 1
+                    self._evicted_bytes += entry.size
+                elif status is not KeyStatus.MISS:
+                    continue
+                freed += entry.size
+                self._drop(victim.key, vanished=status is KeyStatus.MISS)
+        return freed
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return self._used
+
+    def size_of(self, key: bytes) -> int | None:
+        """The tracked size of ``key``, or ``None`` when it is not tracked."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return None if entry is None else entry.size
+
+    def lru_order(self) -> list[bytes]:
+        """Tracked keys, least recently used first."""
+        with self._lock:
+            return list(self._entries)
+
+    def usage(self) -> Usage:
+        with self._lock:
+            pinned = sum(1 for k, n in self._pins.items() if n > 0 and k in self._entries)
+            return Usage(
+                self._used,
+                len(self._entries),
+                pinned,
+                self._evicted_keys,
+                self._evicted_bytes,
+                self._vanished,
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
