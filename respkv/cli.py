@@ -332,28 +332,28 @@ class Target:
     embedded: str | None  # "redis-server 7.0.15" for a throwaway server
 
 
-def _options_from_args(args: argparse.Namespace) -> ConnectionOptions | None:
-    """The server named by the flags, or None when none was named."""
+def _options_from_args(
+    args: argparse.Namespace, *, default: bool = False
+) -> ConnectionOptions | None:
+    """The server named by the flags (``RESPKV_*`` variables fill what they leave empty),
+    or None when none was named and ``default`` is false."""
     from respkv.config import resolve
     from respkv.errors import ConfigError
 
     if args.url and (args.host or args.port):
         raise CliError("give either --url or --host/--port, not both", EXIT_USAGE)
-    overrides: dict[str, Any] = {}
-    if args.username is not None:
-        overrides["username"] = args.username
-    if args.password is not None:
-        overrides["password"] = args.password
+    if not (args.url or args.host or args.port or default):
+        return None
     try:
-        if args.url:
-            return resolve(args.url, **overrides)
-        if args.host or args.port:
-            return ConnectionOptions(
-                host=args.host or "127.0.0.1", port=args.port or 6379, **overrides
-            )
+        return resolve(
+            args.url or None,
+            host=args.host,
+            port=args.port,
+            username=args.username,
+            password=args.password,
+        )
     except (ConfigError, ValueError) as exc:
         raise CliError(f"bad server settings: {exc}", EXIT_USAGE) from None
-    return None
 
 
 @contextmanager
@@ -728,7 +728,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"hiredis: {'available' if resp2.hiredis_available() else 'not installed'}")
     print(f"Client CPU cores: {os.cpu_count()}")
 
-    options = _options_from_args(args) or ConnectionOptions()
+    options = _options_from_args(args, default=True)
+    assert options is not None
     try:
         admin = AdminConnection(options, timeout=PREFLIGHT_TIMEOUT)
     except ReplyError as exc:
