@@ -7,7 +7,9 @@ and is stopped by pid. A port taken between choosing and binding (parallel test
 workers) shows as an early exit; the start is then retried on another port.
 
 Readiness is a real ``PING`` answered with ``+PONG`` (or ``-NOAUTH``/``-LOADING`` for a
-password-protected server: it is listening), polled with a bounded deadline.
+password-protected server: it is listening), polled with a bounded deadline. A TLS
+server (``tls=TlsFiles(...)``) listens on its TLS port only (``--port 0``), and the
+readiness PING goes through a TLS handshake.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -27,7 +30,14 @@ from typing import Final
 
 from respkv.errors import ServerNotFoundError
 
-__all__ = ["INSTALL_HINT", "LocalServer", "find_server_binary", "free_port", "recommended_args"]
+__all__ = [
+    "INSTALL_HINT",
+    "LocalServer",
+    "TlsFiles",
+    "find_server_binary",
+    "free_port",
+    "recommended_args",
+]
 
 SERVER_BINARIES: Final = ("redis-server", "valkey-server")
 INSTALL_HINT: Final = (
@@ -76,8 +86,37 @@ def recommended_args(cores: int | None = None) -> list[str]:
     return args
 
 
-def _ping(host: str, port: int, timeout: float) -> bytes:
-    with socket.create_connection((host, port), timeout=timeout) as s:
+@dataclass(frozen=True)
+class TlsFiles:
+    """Certificates for a TLS server: its own pair, the CA it trusts for clients, and
+    optionally a client pair (used by the readiness check and put in :attr:`LocalServer.url`).
+
+    ``auth_clients`` is redis's ``tls-auth-clients``: ``yes`` (a client certificate is
+    required), ``optional`` or ``no``.
+    """
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    auth_clients: str = "optional"
+
+
+def _ping(host: str, port: int, timeout: float, tls: TlsFiles | None = None) -> bytes:
+    s = socket.create_connection((host, port), timeout=timeout)
+    if tls is not None:
+        # Readiness only: trust the CA, but do not check the name (the host may be an IP).
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+        ctx.check_hostname = False
+        if tls.client_cert_file:
+            ctx.load_cert_chain(tls.client_cert_file, tls.client_key_file)
+        try:
+            s = ctx.wrap_socket(s, server_hostname=host)
+        except BaseException:
+            s.close()
+            raise
+    with s:
         s.sendall(b"*1\r\n$4\r\nPING\r\n")
         data = b""
         while b"\r\n" not in data:
@@ -99,13 +138,20 @@ class LocalServer:
     password: str = field(default="", repr=False)
     acl_users: Sequence[str] = field(default=(), repr=False)
     tls_args: Sequence[str] = ()
+    tls: TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     workdir: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"resp://{host}:{self.port}"
+        if self.tls is None:
+            return f"resp://{host}:{self.port}"
+        query = f"ca_file={self.tls.ca_file}"
+        if self.tls.client_cert_file:
+            query += f"&cert_file={self.tls.client_cert_file}"
+            query += f"&key_file={self.tls.client_key_file or self.tls.client_cert_file}"
+        return f"resps://{host}:{self.port}?{query}"
 
     @property
     def log(self) -> str:
@@ -160,6 +206,12 @@ class LocalServer:
             args += ["--aclfile", str(aclfile)]
         elif self.password:
             args += ["--requirepass", self.password]
+        if self.tls is not None:
+            args += [
+                "--port", "0", "--tls-port", str(port),
+                "--tls-cert-file", self.tls.cert_file, "--tls-key-file", self.tls.key_file,
+                "--tls-ca-cert-file", self.tls.ca_file, "--tls-auth-clients", self.tls.auth_clients,
+            ]  # fmt: skip
         return args + list(self.tls_args) + list(self.args)
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], port: int) -> bool:
@@ -168,7 +220,7 @@ class LocalServer:
             if proc.poll() is not None:
                 return False
             try:
-                reply = _ping(self.host, port, timeout=1.0)
+                reply = _ping(self.host, port, timeout=1.0, tls=self.tls)
             except OSError:
                 time.sleep(0.01)
                 continue
