@@ -13,6 +13,7 @@ first use and shown by ``respkv.backend`` and ``python -m respkv``.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -39,15 +40,14 @@ class BackendInfo:
 
 def load_native() -> ModuleType:
     """Import the native core and check its contract version; raise ImportError if unusable."""
-    from respkv_native import _core
-
-    version = getattr(_core, "CONTRACT_VERSION", None)
+    core = importlib.import_module("respkv_native._core")
+    version = getattr(core, "CONTRACT_VERSION", None)
     if version != CONTRACT_VERSION:
         raise ImportError(
             f"respkv_native._core has CONTRACT_VERSION {version}, respkv needs "
             f"{CONTRACT_VERSION}; rebuild it (pip install .)"
         )
-    return _core
+    return core
 
 
 def select_backend(requested: str | None = None) -> BackendInfo:

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from respkv._compat import Buffer
+from respkv._compat import BufferLike
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -146,7 +146,8 @@ def summarize(statuses: Sequence[KeyStatus], errors: Sequence[str | None]) -> st
         return None
     first = failed[0]
     detail = errors[first] or statuses[first].name
-    return f"{len(failed)} of {len(statuses)} keys failed; key {first}: {statuses[first].name}: {detail}"
+    name = statuses[first].name
+    return f"{len(failed)} of {len(statuses)} keys failed; key {first}: {name}: {detail}"
 
 
 def make_completion(
@@ -167,11 +168,11 @@ class Connector(Protocol):
         """A file descriptor that is readable while completions are waiting."""
         ...
 
-    def submit_batch_set(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> int:
+    def submit_batch_set(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
         """Store ``buffers[i]`` under ``keys[i]``. Buffers stay referenced until done."""
         ...
 
-    def submit_batch_get(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> int:
+    def submit_batch_get(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
         """Fetch each value into ``buffers[i]`` (writable, exactly the value's size)."""
         ...
 

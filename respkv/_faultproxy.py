@@ -5,6 +5,7 @@ are switched on from the test, each one deterministic:
 
 * :meth:`FaultProxy.stall` holds every server-to-client byte from now on (a server
   that accepted the request and went silent): drives the TIMEOUT path.
+  :meth:`FaultProxy.unstall` releases what was held, in order.
 * :meth:`FaultProxy.cut_after` forwards ``n`` more server-to-client bytes, then
   resets both sides (RST): a connection broken in the middle of a value.
 * :meth:`FaultProxy.reset_all` resets every open connection at once.
@@ -109,6 +110,12 @@ class FaultProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
         held = bytearray()
         while not self._stop.is_set():
+            if held and not self._stalled.is_set():
+                try:
+                    dst.sendall(held)
+                except OSError:
+                    break
+                held.clear()
             try:
                 ready, _, _ = select.select([src], [], [], _POLL)
                 if not ready:
@@ -118,7 +125,8 @@ class FaultProxy:
                 break
             if not data:
                 break
-            if replies and self._stalled.is_set():
+            if replies and (self._stalled.is_set() or held):
+                # Held bytes go first: append and let the top of the loop flush in order.
                 held += data
                 continue
             if replies:

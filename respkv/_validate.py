@@ -45,9 +45,7 @@ def check_keys(keys: Sequence[object]) -> list[bytes]:
         if not data:
             raise ValueError(f"key {i}: empty key")
         if len(data) > MAX_KEY_BYTES:
-            raise ValueError(
-                f"key {i}: {len(data)} bytes exceeds MAX_KEY_BYTES ({MAX_KEY_BYTES})"
-            )
+            raise ValueError(f"key {i}: {len(data)} bytes exceeds MAX_KEY_BYTES ({MAX_KEY_BYTES})")
         append(data)
     return out
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from respkv._admin import AdminConnection
 from respkv._backend import BackendInfo, select_backend
-from respkv._compat import Buffer
+from respkv._compat import BufferLike
 from respkv._contract import FAILURE_STATUSES, BatchResult, Completion, Connector, KeyLike
 from respkv._options import ConnectionOptions
 from respkv._validate import check_keys
@@ -65,7 +65,7 @@ class Client:
     # -- batches -------------------------------------------------------------------
 
     def batch_set(
-        self, keys: Sequence[KeyLike], buffers: Sequence[Buffer], *, timeout: float | None = None
+        self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike], *, timeout: float | None = None
     ) -> BatchResult:
         """Store ``buffers[i]`` under ``keys[i]``; per key ``OK`` or a failure status."""
         self._check_open()
@@ -73,7 +73,7 @@ class Client:
         return self._result(keys, self._wait(bid, timeout))
 
     def batch_get(
-        self, keys: Sequence[KeyLike], buffers: Sequence[Buffer], *, timeout: float | None = None
+        self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike], *, timeout: float | None = None
     ) -> BatchResult:
         """Fetch into writable ``buffers``; ``OK`` only when the value filled it exactly."""
         self._check_open()
@@ -94,11 +94,11 @@ class Client:
 
     # -- single keys ---------------------------------------------------------------
 
-    def set(self, key: KeyLike, value: Buffer) -> None:
+    def set(self, key: KeyLike, value: BufferLike) -> None:
         """Store one value; raise :class:`ResultError` if the server did not take it."""
         self._raise_for(self.batch_set([key], [value]))
 
-    def get_into(self, key: KeyLike, buffer: Buffer) -> bool:
+    def get_into(self, key: KeyLike, buffer: BufferLike) -> bool:
         """Fetch one value into ``buffer``: ``True`` on a hit, ``False`` on a miss.
 
         Raises :class:`ResultError` on a size mismatch or any other failure.

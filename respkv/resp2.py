@@ -29,7 +29,8 @@ unusable (the connection must be dropped). Every limit is a named constant below
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final
+from types import ModuleType
+from typing import Any, Final, NoReturn
 
 from respkv._compat import Buffer
 from respkv.errors import ProtocolError, ReplyError
@@ -186,6 +187,9 @@ def pack_set_header(key: bytes, nbytes: int) -> bytes:
 # --------------------------------------------------------------------------- reading
 
 _CRLF: Final = b"\r\n"
+# RESP integers are signed 64-bit (hiredis rejects anything outside, so do we).
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
 
 # Reader modes.
 _PARSE: Final = 0  # parsing replies from the internal buffer
@@ -293,8 +297,6 @@ class Reader:
                 return self._start_bulk_into(pos)
             value, end = self._parse(pos, 0)
         except _Incomplete:
-            if len(buf) - pos > MAX_LINE_BYTES and buf.find(_CRLF, pos) < 0:
-                self._fail("line longer than MAX_LINE_BYTES without CRLF")
             return NEED_DATA
         self._advance(end)
         self._target = None
@@ -302,7 +304,7 @@ class Reader:
 
     # -- internals -----------------------------------------------------------------
 
-    def _fail(self, message: str) -> Any:
+    def _fail(self, message: str) -> NoReturn:
         self._mode = _BROKEN
         raise ProtocolError(message)
 
@@ -322,15 +324,21 @@ class Reader:
         buf = self._buf
         eol = buf.find(_CRLF, pos + 1)
         if eol < 0:
+            # Checked here, not only at the top level, so that an unterminated line
+            # inside an array cannot grow the buffer without bound. One byte more than
+            # the limit may be a line of exactly MAX_LINE_BYTES and the CR of its CRLF.
+            if len(buf) - pos - 1 > MAX_LINE_BYTES + 1:
+                self._fail(f"line longer than MAX_LINE_BYTES ({MAX_LINE_BYTES}) without CRLF")
             raise _INCOMPLETE
-        if eol - pos > MAX_LINE_BYTES:
-            self._fail("line longer than MAX_LINE_BYTES")
+        if eol - pos - 1 > MAX_LINE_BYTES:
+            self._fail(f"line longer than MAX_LINE_BYTES ({MAX_LINE_BYTES})")
         return bytes(buf[pos + 1 : eol]), eol + 2
 
     def _length(self, line: bytes, what: str, limit: int) -> int:
         # int() accepts '+5', ' 5', '5_0'; RESP allows only an optional '-' and digits.
+        # '-0' is malformed too: the only negative length is -1 (nil).
         body = line[1:] if line[:1] == b"-" else line
-        if not body.isdigit() or len(line) > 20:
+        if not body.isdigit() or len(line) > 20 or line == b"-0":
             self._fail(f"malformed {what} length {line[:32]!r}")
         n = int(line)
         if n < -1:
@@ -350,7 +358,10 @@ class Reader:
             body = line[1:] if line[:1] == b"-" else line
             if not body.isdigit() or len(line) > 20:
                 self._fail(f"malformed integer {line[:32]!r}")
-            return int(line), end
+            value = int(line)
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                self._fail(f"integer {value} outside the signed 64-bit range")
+            return value, end
         if kind == 0x24:  # '$' bulk string
             line, end = self._line(pos)
             n = self._length(line, "bulk", MAX_BULK_BYTES)
@@ -380,7 +391,7 @@ class Reader:
                 item, end = self._parse(end, depth + 1)
                 items.append(item)
             return items, end
-        return self._fail(f"unknown reply type byte {bytes([kind])!r}")
+        self._fail(f"unknown reply type byte {bytes([kind])!r}")
 
     def _start_bulk_into(self, pos: int) -> Any:
         line, end = self._line(pos)
@@ -424,6 +435,7 @@ class Reader:
 
 # --------------------------------------------------------------------------- hiredis
 
+_hiredis: ModuleType | None
 try:
     import hiredis as _hiredis
 except ImportError:  # pragma: no cover - depends on the environment
@@ -454,7 +466,9 @@ class HiredisReader:
         self._broken = False
 
     def feed(self, data: Buffer) -> None:
-        self._reader.feed(data)
+        if self._broken:
+            raise ProtocolError("reader is unusable after a protocol error")
+        self._reader.feed(memoryview(data).cast("B"))
 
     def get_buffer(self) -> memoryview | None:
         return None

@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
-from respkv._compat import Buffer
+from respkv._compat import BufferLike
 from respkv._contract import Completion, KeyLike, KeyStatus, Op, make_completion
 from respkv._options import ConnectionOptions
 from respkv._pyengine.notify import Notifier
@@ -86,12 +86,12 @@ class PyConnector:
     def event_fd(self) -> int:
         return self._notifier.fileno()
 
-    def submit_batch_set(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> int:
+    def submit_batch_set(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
         self._check_open()
         k = check_keys(keys)
         return self._submit(Op.SET, k, check_buffers(buffers, len(k), writable=False))
 
-    def submit_batch_get(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> int:
+    def submit_batch_get(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
         self._check_open()
         k = check_keys(keys)
         return self._submit(Op.GET, k, check_buffers(buffers, len(k), writable=True))

@@ -58,7 +58,7 @@ from respkv.resp2 import (
 
 if TYPE_CHECKING:
     from respkv._options import ConnectionOptions
-    from respkv._pyengine.engine import Batch, Tile
+    from respkv._pyengine.engine import Tile
 
 __all__ = ["LARGE_VALUE_BYTES", "Worker"]
 

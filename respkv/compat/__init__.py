@@ -1,0 +1,1 @@
+"""Drop-in surfaces of other systems' clients, built on respkv's connectors."""
