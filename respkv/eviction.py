@@ -179,9 +179,29 @@ class LRUTracker:
             self._entries.move_to_end(key)
 
     def gone(self, key: bytes) -> bool:
-        """The key is not on the server (a miss, or we deleted it): stop counting it."""
+        """The key was found missing (a GET/EXISTS miss): stop counting it."""
         with self._lock:
             return self._drop(key, vanished=True)
+
+    def deleted(self, key: bytes) -> bool:
+        """The caller deleted the key: stop counting it."""
+        with self._lock:
+            return self._drop(key, vanished=False)
+
+    def recovered(self, key: bytes, size: int) -> bool:
+        """A key found on the server at start (SCAN): counted as least recently used.
+
+        Does nothing (returns ``False``) for a key already tracked: what this process
+        stored is newer knowledge than a scan.
+        """
+        with self._lock:
+            if key in self._entries:
+                return False
+            self._generation += 1
+            self._entries[key] = _Entry(size, self._generation)
+            self._entries.move_to_end(key, last=False)
+            self._used += size
+            return True
 
     def _drop(self, key: bytes, *, vanished: bool) -> bool:
         entry = self._entries.pop(key, None)

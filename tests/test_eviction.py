@@ -159,3 +159,15 @@ def test_concurrent_updates_keep_the_total_exact() -> None:
     for th in threads:
         th.join()
     assert t.used_bytes == sum(t.size_of(k) or 0 for k in t.lru_order())
+
+
+def test_deleted_is_not_counted_as_vanished_and_recovered_is_oldest() -> None:
+    t = LRUTracker()
+    t.stored(b"mine", 5)
+    assert t.deleted(b"mine")
+    t.stored(b"new", 5)
+    assert t.recovered(b"old", 7)
+    assert not t.recovered(b"new", 99)
+    assert t.lru_order() == [b"old", b"new"]
+    assert t.used_bytes == 12
+    assert t.usage().vanished_keys == 0

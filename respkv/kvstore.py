@@ -1,0 +1,475 @@
+"""The KV-cache layer: chunks under a key prefix, capacity tracked in bytes, LRU eviction.
+
+:class:`KVStore` wraps a :class:`~respkv.client.Client` the way a serving stack uses
+Redis as a KV-cache tier (LMCache's L2 adapter):
+
+* Keys live under a ``key_prefix`` (a namespace per deployment or model); callers pass
+  their own keys, often built by :func:`chunk_key` from the model, the tensor-parallel
+  rank and the token-chunk hash (``model@rank@hash[@salt]``, the reference's layout).
+* Every acknowledged SET is counted in bytes by an :class:`~respkv.eviction.LRUTracker`;
+  nothing is counted unless the server answered OK. GET hits and EXISTS hits refresh a
+  key's recency; misses prove a key gone and drop it from the tracking.
+* With a capacity and an ``LRU`` eviction config, the store deletes (``UNLINK``) the
+  least-recently-used chunks once usage reaches the watermark. Keys being loaded by
+  :meth:`KVStore.get` (or pinned with :meth:`KVStore.pin`) are never chosen.
+* Eviction runs in a background thread (``evict_in="background"``, woken by any store
+  that crosses the watermark and every ``eviction_interval`` seconds, 1 s like the
+  reference), in the storing thread right after the store (``"inline"``: usage then
+  never exceeds the capacity by more than one batch), or only when
+  :meth:`KVStore.evict` is called (``"manual"``).
+
+Usage is what *this process* stored. Other writers under the same prefix are invisible
+until a miss or a recovery scan (:meth:`KVStore.recover_usage`): one SCAN over the
+whole database (``COUNT`` :data:`SCAN_COUNT` keys per round trip, O(all keys), not
+just the prefix's) plus one ``EVAL`` of ``STRLEN`` per page. It is off by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Literal
+
+from respkv._compat import Buffer
+from respkv._contract import BatchResult, KeyLike, KeyStatus
+from respkv._validate import check_keys
+from respkv.client import Client
+from respkv.errors import ConnectionClosedError, ReplyError
+from respkv.eviction import EvictionConfig, LRUTracker, bytes_to_free
+
+__all__ = [
+    "SCAN_COUNT",
+    "EvictionReport",
+    "KVStore",
+    "StoreUsage",
+    "chunk_key",
+]
+
+log = logging.getLogger("respkv.kvstore")
+
+EvictMode = Literal["background", "inline", "manual"]
+EVICT_MODES: Final = ("background", "inline", "manual")
+
+#: Keys asked for per SCAN round trip during recovery. Redis's default is 10, which
+#: makes a scan of a large database take tens of thousands of round trips.
+SCAN_COUNT: Final = 1000
+#: Most keys deleted by one UNLINK batch of an eviction cycle.
+MAX_VICTIMS_PER_ROUND: Final = 4096
+#: Most UNLINK batches per eviction cycle; the next cycle continues if this was not enough.
+MAX_ROUNDS_PER_CYCLE: Final = 64
+#: Seconds between background checks when nothing wakes the thread (the reference's 1 s).
+DEFAULT_EVICTION_INTERVAL: Final = 1.0
+#: Seconds ``close`` waits for the background thread (it finishes its current UNLINK).
+CLOSE_JOIN_TIMEOUT: Final = 30.0
+
+#: Sizes of many keys in one round trip; -1 for a key that is not a string.
+_STRLEN_SCRIPT: Final = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local n = redis.pcall('STRLEN', k)
+  if type(n) ~= 'number' then n = -1 end
+  out[i] = n
+end
+return out
+"""
+_GLOB_SPECIAL: Final = frozenset(b"*?[]\\")
+
+
+def chunk_key(model: str, rank: int, chunk_hash: int | str | bytes, salt: str | None = None) -> str:
+    """``model@rank@hash[@salt]``: the key of one token chunk of one tensor-parallel rank.
+
+    An ``int`` hash is written in hexadecimal, ``bytes`` as hex digits. The parts must
+    not contain ``@`` (the key would be ambiguous).
+    """
+    if isinstance(chunk_hash, bool) or not isinstance(chunk_hash, (int, str, bytes)):
+        raise TypeError(f"chunk_hash must be int, str or bytes, not {type(chunk_hash).__name__}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"rank must be an integer >= 0, got {rank!r}")
+    if isinstance(chunk_hash, int):
+        text = format(chunk_hash, "x")
+    elif isinstance(chunk_hash, bytes):
+        text = chunk_hash.hex()
+    else:
+        text = chunk_hash
+    parts = {"model": model, "chunk_hash": text, **({"salt": salt} if salt is not None else {})}
+    for name, part in parts.items():
+        if not part:
+            raise ValueError(f"{name} must not be empty")
+        if "@" in part:
+            raise ValueError(f"{name} must not contain '@': {part!r}")
+    key = f"{model}@{rank}@{text}"
+    return key if salt is None else f"{key}@{salt}"
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    """What the store knows about its usage."""
+
+    used_bytes: int
+    capacity_bytes: int
+    keys: int
+    pinned_keys: int
+    evicted_keys: int
+    evicted_bytes: int
+    vanished_keys: int
+
+    @property
+    def fraction(self) -> float:
+        """``used / capacity``; -1.0 without a capacity (the reference's convention)."""
+        return self.used_bytes / self.capacity_bytes if self.capacity_bytes else -1.0
+
+
+@dataclass(frozen=True)
+class EvictionReport:
+    """The outcome of one eviction cycle."""
+
+    wanted_bytes: int
+    freed_bytes: int
+    evicted_keys: int
+    vanished_keys: int
+    failed_keys: int
+
+
+class KVStore:
+    """Chunks under a prefix with byte-accurate capacity tracking and LRU eviction.
+
+    Thread-safe. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        key_prefix: str | bytes = "",
+        capacity_bytes: int = 0,
+        eviction: EvictionConfig | None = None,
+        evict_in: EvictMode = "background",
+        eviction_interval: float = DEFAULT_EVICTION_INTERVAL,
+        recover_usage: bool = False,
+        owns_client: bool = False,
+    ) -> None:
+        if evict_in not in EVICT_MODES:
+            raise ValueError(f"evict_in must be one of {', '.join(EVICT_MODES)}, got {evict_in!r}")
+        if capacity_bytes < 0:
+            raise ValueError(f"capacity_bytes must be >= 0 (0: unlimited), got {capacity_bytes}")
+        if not eviction_interval > 0:
+            raise ValueError(f"eviction_interval must be > 0, got {eviction_interval}")
+        self.client = client
+        self.prefix = key_prefix.encode() if isinstance(key_prefix, str) else bytes(key_prefix)
+        self.capacity_bytes = capacity_bytes
+        self.eviction = eviction
+        self.evict_in: EvictMode = evict_in
+        self._interval = eviction_interval
+        self._owns_client = owns_client
+        self._tracker = LRUTracker()
+        self._cycle_lock = threading.Lock()
+        self._room = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._warn_about_config()
+        if recover_usage:
+            self.recover_usage()
+        if self._evicts and evict_in == "background":
+            self._thread = threading.Thread(target=self._run, name="respkv-evictor", daemon=True)
+            self._thread.start()
+
+    @classmethod
+    def open(cls, source: Any = None, *, backend: str | None = None, **kwargs: Any) -> KVStore:
+        """A store (owning its client) from any config source :func:`respkv.config.load`
+        takes. Keyword arguments that are store options (``evict_in``,
+        ``eviction_interval``) go to the store; the rest are config overrides."""
+        from respkv.config import load
+
+        store_kwargs = {k: kwargs.pop(k) for k in ("evict_in", "eviction_interval") if k in kwargs}
+        config = load(source, **kwargs)
+        client = Client(config.connection, backend=backend)
+        try:
+            return cls(
+                client,
+                key_prefix=config.key_prefix,
+                capacity_bytes=config.max_capacity_bytes,
+                eviction=config.eviction,
+                recover_usage=config.recover_usage,
+                owns_client=True,
+                **store_kwargs,
+            )
+        except BaseException:
+            client.close()
+            raise
+
+    def __repr__(self) -> str:
+        u = self._tracker.usage()
+        return (
+            f"KVStore({self.client.options.address}, prefix={self.prefix!r}, "
+            f"used={u.used_bytes}, capacity={self.capacity_bytes}, keys={u.keys})"
+        )
+
+    # -- operations ----------------------------------------------------------------
+
+    def put(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> BatchResult:
+        """Store chunks; only keys the server acknowledged (``OK``) are counted."""
+        full = self._full_keys(keys)
+        # Keys being written are pinned, so a concurrent cycle does not UNLINK an old
+        # version while the new one is on its way.
+        self._tracker.pin(full)
+        try:
+            result = self.client.batch_set(full, buffers)
+        finally:
+            self._tracker.unpin(full)
+        for key, buf, status in zip(full, buffers, result.statuses, strict=True):
+            if status is KeyStatus.OK:
+                self._tracker.stored(key, memoryview(buf).nbytes)
+        self._after_store()
+        return self._relabel(keys, result)
+
+    def get(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> BatchResult:
+        """Load chunks into writable buffers; the keys are pinned while they load."""
+        full = self._full_keys(keys)
+        self._tracker.pin(full)
+        try:
+            result = self.client.batch_get(full, buffers)
+        finally:
+            self._tracker.unpin(full)
+        for key, buf, status in zip(full, buffers, result.statuses, strict=True):
+            if status is KeyStatus.OK:
+                self._tracker.accessed(key, memoryview(buf).nbytes)
+            elif status is KeyStatus.MISS:
+                self._tracker.gone(key)
+        return self._relabel(keys, result)
+
+    def contains(self, keys: Sequence[KeyLike]) -> BatchResult:
+        """Per key ``OK`` (present; counts as a use) or ``MISS`` (drops the tracking)."""
+        full = self._full_keys(keys)
+        result = self.client.batch_exists(full)
+        for key, status in zip(full, result.statuses, strict=True):
+            if status is KeyStatus.OK:
+                self._tracker.accessed(key)
+            elif status is KeyStatus.MISS:
+                self._tracker.gone(key)
+        return self._relabel(keys, result)
+
+    def delete(self, keys: Sequence[KeyLike]) -> BatchResult:
+        """Remove chunks (UNLINK); removed and already-missing keys leave the tracking."""
+        full = self._full_keys(keys)
+        result = self.client.batch_delete(full)
+        for key, status in zip(full, result.statuses, strict=True):
+            if status in (KeyStatus.OK, KeyStatus.MISS):
+                self._tracker.deleted(key)
+        self._notify_room()
+        return self._relabel(keys, result)
+
+    # -- pins ------------------------------------------------------------------------
+
+    def pin(self, keys: Sequence[KeyLike]) -> None:
+        """Protect keys from eviction (pins nest) until :meth:`unpin`."""
+        self._tracker.pin(self._full_keys(keys))
+
+    def unpin(self, keys: Sequence[KeyLike]) -> None:
+        self._tracker.unpin(self._full_keys(keys))
+
+    @contextlib.contextmanager
+    def pinned(self, keys: Sequence[KeyLike]) -> Iterator[None]:
+        """``with store.pinned(keys): ...``: pinned for the block."""
+        full = self._full_keys(keys)
+        self._tracker.pin(full)
+        try:
+            yield
+        finally:
+            self._tracker.unpin(full)
+
+    # -- capacity --------------------------------------------------------------------
+
+    def usage(self) -> StoreUsage:
+        u = self._tracker.usage()
+        return StoreUsage(
+            u.used_bytes,
+            self.capacity_bytes,
+            u.keys,
+            u.pinned_keys,
+            u.evicted_keys,
+            u.evicted_bytes,
+            u.vanished_keys,
+        )
+
+    def tracked_size(self, key: KeyLike) -> int | None:
+        """The byte size tracked for ``key`` (``None``: not tracked)."""
+        return self._tracker.size_of(self._full_keys([key])[0])
+
+    def evict(self) -> EvictionReport:
+        """Run one eviction cycle now (whatever ``evict_in`` says) and report it."""
+        return self._cycle()
+
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Block until usage is below the watermark (or eviction is off); ``False`` on
+        timeout. A backpressure point for writers when eviction runs in the background."""
+        with self._room:
+            return self._room.wait_for(self._has_room, timeout)
+
+    def recover_usage(self) -> int:
+        """Count keys already under the prefix (SCAN; see the module notes on cost).
+
+        Recovered keys are least recently used. Returns how many were added.
+        """
+        pattern = _glob_escape(self.prefix) + b"*"
+        cursor: bytes = b"0"
+        added = 0
+        while True:
+            reply = self.client.command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
+            cursor, page = reply[0], list(reply[1])
+            if page:
+                for key, size in zip(page, self._sizes(page), strict=True):
+                    if size >= 0 and self._tracker.recovered(key, size):
+                        added += 1
+            if cursor == b"0":
+                break
+        self._after_store()
+        return added
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the background thread; close the client if this store opened it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(CLOSE_JOIN_TIMEOUT)
+        self._notify_room()
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> KVStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    @property
+    def _evicts(self) -> bool:
+        return self.capacity_bytes > 0 and self.eviction is not None and self.eviction.enabled
+
+    def _warn_about_config(self) -> None:
+        if self.capacity_bytes > 0 and not self._evicts:
+            log.warning(
+                "respkv KVStore: a capacity of %d bytes is set but eviction is disabled "
+                "(no 'eviction' config or policy 'noop'); usage is tracked, nothing is evicted",
+                self.capacity_bytes,
+            )
+        elif self.eviction is not None and self.eviction.enabled and self.capacity_bytes == 0:
+            log.warning(
+                "respkv KVStore: eviction is configured but no capacity "
+                "(max_capacity_gb = 0); nothing will be evicted"
+            )
+
+    def _full_keys(self, keys: Sequence[KeyLike]) -> list[bytes]:
+        raw = check_keys(keys)
+        return [self.prefix + k for k in raw] if self.prefix else raw
+
+    @staticmethod
+    def _relabel(keys: Sequence[KeyLike], result: BatchResult) -> BatchResult:
+        own = tuple(k.encode() if isinstance(k, str) else bytes(k) for k in keys)
+        return BatchResult(own, result.statuses, result.errors, result.ok, result.error)
+
+    def _need(self) -> int:
+        return bytes_to_free(self._tracker.used_bytes, self.capacity_bytes, self.eviction)
+
+    def _has_room(self) -> bool:
+        return self._closed or self._need() == 0
+
+    def _notify_room(self) -> None:
+        with self._room:
+            self._room.notify_all()
+
+    def _after_store(self) -> None:
+        if not self._evicts or self._need() == 0:
+            return
+        if self.evict_in == "inline":
+            self._cycle()
+        elif self.evict_in == "background":
+            self._wake.set()
+
+    def _cycle(self) -> EvictionReport:
+        with self._cycle_lock:
+            wanted = self._need()
+            freed = evicted = vanished = failed = 0
+            for _ in range(MAX_ROUNDS_PER_CYCLE):
+                if freed >= wanted:
+                    break
+                victims = self._tracker.select_victims(wanted - freed)[:MAX_VICTIMS_PER_ROUND]
+                if not victims:
+                    break  # everything left is pinned
+                try:
+                    result = self.client.batch_delete([v.key for v in victims])
+                except BaseException:
+                    self._tracker.finish_eviction(victims, [KeyStatus.CANCELLED] * len(victims))
+                    raise
+                freed += self._tracker.finish_eviction(victims, result.statuses)
+                round_failed = sum(
+                    1 for s in result.statuses if s not in (KeyStatus.OK, KeyStatus.MISS)
+                )
+                evicted += sum(1 for s in result.statuses if s is KeyStatus.OK)
+                vanished += sum(1 for s in result.statuses if s is KeyStatus.MISS)
+                failed += round_failed
+                if round_failed == len(victims):
+                    log.warning("respkv KVStore: eviction UNLINK failed: %s", result.error)
+                    break
+            report = EvictionReport(wanted, freed, evicted, vanished, failed)
+        if wanted:
+            log.debug("respkv KVStore eviction: %s", report)
+        self._notify_room()
+        return report
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                while self._need() and not self._stop.is_set():
+                    if self._cycle().freed_bytes == 0:
+                        break
+            except ConnectionClosedError:
+                break
+            except Exception:
+                log.exception("respkv KVStore: eviction cycle failed; retrying later")
+
+    def _sizes(self, keys: list[bytes]) -> list[int]:
+        """STRLEN of each key in one round trip (EVAL), or one by one if scripts are
+        not allowed; -1 for a key holding something other than a string."""
+        try:
+            reply = self.client.command("EVAL", _STRLEN_SCRIPT, len(keys), *keys)
+            return [int(n) for n in reply]
+        except ReplyError:
+            sizes: list[int] = []
+            for key in keys:
+                try:
+                    sizes.append(int(self.client.command("STRLEN", key)))
+                except ReplyError:
+                    sizes.append(-1)
+            return sizes
+
+
+def _glob_escape(prefix: bytes) -> bytes:
+    """``prefix`` with SCAN MATCH's special characters escaped."""
+    out = bytearray()
+    for byte in prefix:
+        if byte in _GLOB_SPECIAL:
+            out.append(0x5C)  # backslash
+        out.append(byte)
+    return bytes(out)
