@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from respkv import ConnectionOptions
 
@@ -34,13 +35,17 @@ print(json.dumps({"ok": ok, "growth_kib": after - before}))
 """
 
 
-def test_get_400mb_rss_growth(redis_options: ConnectionOptions, backend_name: str) -> None:
+def test_get_400mb_rss_growth(
+    redis_options: ConnectionOptions, backend_name: str, tmp_path: Path
+) -> None:
+    # cwd outside the checkout: the child imports respkv as installed, like the tests.
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, redis_options.host, str(redis_options.port), backend_name],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
