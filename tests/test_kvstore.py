@@ -322,3 +322,34 @@ def test_open_from_config(redis_options: ConnectionOptions, backend_name: str) -
         assert store.usage().used_bytes == 0
         assert "cfg:" in repr(store)
     assert store.client.closed
+
+
+def test_concurrent_writers_and_readers_keep_tracking_exact(
+    make_store: StoreFactory, client: Client
+) -> None:
+    import threading
+
+    store = make_store(capacity_bytes=CAPACITY, eviction=lru(), evict_in="inline")
+    errors: list[BaseException] = []
+
+    def work(tid: int) -> None:
+        try:
+            for step in range(15):
+                keys, values = chunks(2, size=16 * KIB, start=tid * 1000 + step * 2)
+                assert store.put(keys, values).ok
+                out = [bytearray(16 * KIB) for _ in keys]
+                result = store.get(keys, out)
+                assert all(s in (KeyStatus.OK, KeyStatus.MISS) for s in result.statuses)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    real = server_bytes(client)
+    assert store.usage().used_bytes == sum(real.values())
+    assert store.usage().keys == len(real)
+    assert sum(real.values()) < 0.8 * CAPACITY
