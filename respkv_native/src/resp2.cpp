@@ -246,17 +246,26 @@ std::string_view Reader::line(std::size_t pos, std::size_t* end) {
     auto eol = static_cast<std::size_t>(static_cast<const char*>(cr) - base);
     if (eol + 1 >= wpos_) break;
     if (base[eol + 1] == '\n') {
-      if (eol - pos > MAX_LINE_BYTES) fail("line longer than MAX_LINE_BYTES");
+      if (eol - pos - 1 > MAX_LINE_BYTES) {
+        fail("line longer than MAX_LINE_BYTES (" + std::to_string(MAX_LINE_BYTES) + ")");
+      }
       *end = eol + 2;
       return std::string_view(base + pos + 1, eol - pos - 1);
     }
     from = eol + 1;
   }
+  // Checked here, not only at the top level, so that an unterminated line inside an
+  // array cannot grow the buffer without bound. One byte more than the limit may be a
+  // line of exactly MAX_LINE_BYTES and the CR of its CRLF.
+  if (wpos_ - pos - 1 > MAX_LINE_BYTES + 1) {
+    fail("line longer than MAX_LINE_BYTES (" + std::to_string(MAX_LINE_BYTES) + ") without CRLF");
+  }
   throw Incomplete{};
 }
 
 std::int64_t Reader::length(std::string_view ln, const char* what, std::int64_t limit) {
-  if (!valid_number_line(ln)) {
+  // '-0' is malformed too: the only negative length is -1 (nil).
+  if (!valid_number_line(ln) || ln == "-0") {
     fail(std::string("malformed ") + what + " length " + bytes_repr(ln.substr(0, REPR_PREFIX)));
   }
   i128 n = parse_decimal(ln);
@@ -278,10 +287,11 @@ void Reader::parse(std::size_t pos, int depth, Reply& out, std::size_t* end) {
       std::string_view ln = line(pos, end);
       if (!valid_number_line(ln)) fail("malformed integer " + bytes_repr(ln.substr(0, REPR_PREFIX)));
       i128 v = parse_decimal(ln);
-      constexpr i128 lo = INT64_MIN;
-      constexpr i128 hi = INT64_MAX;
+      if (v < INT64_MIN || v > INT64_MAX) {
+        fail("integer " + i128_to_string(v) + " outside the signed 64-bit range");
+      }
       out.kind = Reply::Kind::Integer;
-      out.integer = static_cast<std::int64_t>(std::clamp(v, lo, hi));
+      out.integer = static_cast<std::int64_t>(v);
       return;
     }
     case '$': {
@@ -355,14 +365,6 @@ bool Reader::gets(Reply& out) {
     if (has_target_ && buf_[pos] == '$') return start_bulk_into(pos, out);
     parse(pos, 0, out, &end);
   } catch (const Incomplete&) {
-    if (wpos_ - pos > MAX_LINE_BYTES) {
-      static constexpr char CRLF[] = "\r\n";
-      const auto* first = buf_.data() + pos;
-      const auto* last = buf_.data() + wpos_;
-      if (std::search(first, last, CRLF, CRLF + 2) == last) {
-        fail("line longer than MAX_LINE_BYTES without CRLF");
-      }
-    }
     return false;
   }
   advance(end);
