@@ -63,13 +63,17 @@ class AsyncClient:
     def connector(self) -> Connector:
         return self._conn
 
-    async def batch_set(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> BatchResult:
+    async def batch_set(
+        self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]
+    ) -> BatchResult:
         if asyncio.get_running_loop() is not self._loop:
             return await self._hop(self.batch_set(keys, buffers))
         self._check_open()
         return await self._track(self._conn.submit_batch_set(keys, buffers), keys, buffers)
 
-    async def batch_get(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> BatchResult:
+    async def batch_get(
+        self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]
+    ) -> BatchResult:
         if asyncio.get_running_loop() is not self._loop:
             return await self._hop(self.batch_get(keys, buffers))
         self._check_open()

@@ -65,7 +65,11 @@ class Client:
     # -- batches -------------------------------------------------------------------
 
     def batch_set(
-        self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike], *, timeout: float | None = None
+        self,
+        keys: Sequence[KeyLike],
+        buffers: Sequence[BufferLike],
+        *,
+        timeout: float | None = None,
     ) -> BatchResult:
         """Store ``buffers[i]`` under ``keys[i]``; per key ``OK`` or a failure status."""
         self._check_open()
@@ -73,7 +77,11 @@ class Client:
         return self._result(keys, self._wait(bid, timeout))
 
     def batch_get(
-        self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike], *, timeout: float | None = None
+        self,
+        keys: Sequence[KeyLike],
+        buffers: Sequence[BufferLike],
+        *,
+        timeout: float | None = None,
     ) -> BatchResult:
         """Fetch into writable ``buffers``; ``OK`` only when the value filled it exactly."""
         self._check_open()

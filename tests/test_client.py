@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,14 +13,14 @@ from respkv import ConnectionClosedError, ConnectionOptions, KeyStatus, ResultEr
 
 
 @pytest.fixture
-def client(redis_options: ConnectionOptions, backend_name: str) -> respkv.Client:
+def client(redis_options: ConnectionOptions, backend_name: str) -> Iterator[respkv.Client]:
     c = respkv.connect(redis_options, backend=backend_name)
-    yield c  # type: ignore[misc]
+    yield c
     c.close()
 
 
 def test_batch_results_are_typed(client: respkv.Client) -> None:
-    keys = ["c:a", "c:b", b"c:c"]
+    keys: list[str | bytes] = ["c:a", "c:b", b"c:c"]
     vals = [b"1", b"22", b"333"]
     r = client.batch_set(keys, vals)
     assert r.ok and r.keys == (b"c:a", b"c:b", b"c:c") and len(r) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import select
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,14 +22,14 @@ def _wait(c: LMCacheRedisClient, fid: int) -> tuple[int, bool, str, list[bool]]:
 
 
 @pytest.fixture
-def lm(redis_options: ConnectionOptions) -> LMCacheRedisClient:
+def lm(redis_options: ConnectionOptions) -> Iterator[LMCacheRedisClient]:
     c = LMCacheRedisClient(redis_options.host, redis_options.port, 2)
-    yield c  # type: ignore[misc]
+    yield c
     c.close()
 
 
 def test_surface(lm: LMCacheRedisClient) -> None:
-    fid, ok, err, res = _wait(lm, lm.submit_batch_set(["a", "b"], [b"xx", b"yyy"]))
+    _, ok, err, res = _wait(lm, lm.submit_batch_set(["a", "b"], [b"xx", b"yyy"]))
     assert ok and err == "" and res == [True, True]
     bufs = [bytearray(2), bytearray(2), bytearray(3)]
     _, ok, err, res = _wait(lm, lm.submit_batch_get(["a", "b", "nope"], bufs))
