@@ -481,7 +481,9 @@ class HiredisReader:
 
     @property
     def buffered(self) -> int:
-        return int(self._reader.len())
+        # hiredis keeps consumed bytes until it compacts, and exposes no position:
+        # this is exact when nothing is pending, else an upper bound.
+        return int(self._reader.len()) if self._reader.has_data() else 0
 
     def gets(self) -> Any:
         if self._broken:

@@ -1,0 +1,833 @@
+"""The sans-I/O RESP2 codec: fixed vectors, every split, hiredis as the reference.
+
+The reader is attacked at its I/O boundary on purpose: whole streams, one byte at a
+time, cut at every position, and generated streams (hypothesis) cut at random places,
+each checked against the expected values and against ``hiredis.Reader``, an
+independent implementation. The into-target mode (zero-copy GET) is driven the way the
+engine drives it: ``get_buffer`` / ``buffer_updated`` while a payload streams into the
+caller's buffer, ``feed`` otherwise. Malformed input must end in ``ProtocolError``:
+never ``IndexError``/``ValueError``, never a hang, and the reader stays broken after.
+The packer is compared with redis-py's own encoder and checked for zero copies.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Sequence
+from itertools import cycle
+from typing import Any, Final
+
+import hiredis
+import numpy as np
+import pytest
+import redis.connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from respkv.errors import ProtocolError, ReplyError
+from respkv.resp2 import (
+    FILLED,
+    MAX_BULK_BYTES,
+    MAX_DEPTH,
+    MAX_LINE_BYTES,
+    MAX_MULTIBULK_LEN,
+    NEED_DATA,
+    REFERENCE_THRESHOLD,
+    HiredisReader,
+    Reader,
+    SizeMismatch,
+    encode_arg,
+    hiredis_available,
+    pack_command,
+    pack_commands,
+    pack_key_command,
+    pack_set_header,
+)
+
+AnyReader = Reader | HiredisReader
+
+#: Hypothesis budget per property: enough to find the classic cut-point bugs, small
+#: enough that the whole suite stays fast on two cores.
+EXAMPLES: Final = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+#: Both reader implementations; every test parametrized with this runs on each.
+KINDS: Final = ["pure", "hiredis"]
+
+
+def new_reader(kind: str) -> AnyReader:
+    if kind == "hiredis":
+        if not hiredis_available():
+            pytest.skip("hiredis is not installed (pip install 'respkv[hiredis]')")
+        return HiredisReader()
+    return Reader()
+
+
+def norm(value: Any) -> Any:
+    """A comparable form: exceptions do not compare equal, so errors become tuples."""
+    if isinstance(value, BaseException):
+        return ("error", type(value).__name__, str(value))
+    if isinstance(value, list):
+        return [norm(v) for v in value]
+    return value
+
+
+def err(message: str) -> tuple[str, str, str]:
+    """The normalized form of an error reply with ``message``."""
+    return ("error", "ReplyError", message)
+
+
+def drain(reader: AnyReader, limit: int = 100_000) -> list[Any]:
+    """Every whole reply the reader holds now (bounded: a reader must not loop)."""
+    out: list[Any] = []
+    for _ in range(limit):
+        value = reader.gets()
+        if value is NEED_DATA:
+            return out
+        out.append(value)
+    raise AssertionError(f"gets() returned {limit} replies without NEED_DATA")
+
+
+def parse_chunks(reader: AnyReader, chunks: Iterable[bytes]) -> list[Any]:
+    out: list[Any] = []
+    for chunk in chunks:
+        reader.feed(chunk)
+        out += drain(reader)
+    return out
+
+
+def joined(parts: Iterable[Any]) -> bytes:
+    """Packed parts (bytes and memoryviews) as one bytes object."""
+    return b"".join(bytes(memoryview(p)) for p in parts)
+
+
+def cut(data: bytes, points: Iterable[int]) -> list[bytes]:
+    """``data`` cut at the given positions (any order, duplicates allowed)."""
+    bounds = [0, *sorted(set(points)), len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+# --------------------------------------------------------------------------- vectors
+
+BIG: Final = bytes(range(256)) * 300  # 76,800 bytes: crosses the 64 KiB compaction point
+
+#: (id, wire bytes, expected value in norm() form).
+VECTORS: Final[list[tuple[str, bytes, Any]]] = [
+    ("simple", b"+OK\r\n", b"OK"),
+    ("simple-empty", b"+\r\n", b""),
+    ("simple-utf8", "+héllo\r\n".encode(), "héllo".encode()),
+    ("error", b"-ERR unknown command 'FOO'\r\n", err("ERR unknown command 'FOO'")),
+    ("error-oom", b"-OOM command not allowed\r\n", err("OOM command not allowed")),
+    ("error-empty", b"-\r\n", err("")),
+    ("integer", b":1000\r\n", 1000),
+    ("integer-zero", b":0\r\n", 0),
+    ("integer-negative", b":-42\r\n", -42),
+    ("integer-int64-max", b":9223372036854775807\r\n", 2**63 - 1),
+    ("integer-int64-min", b":-9223372036854775808\r\n", -(2**63)),
+    ("bulk", b"$5\r\nhello\r\n", b"hello"),
+    ("bulk-binary-with-crlf", b"$6\r\n\r\n\x00\xff\r\n\r\n", b"\r\n\x00\xff\r\n"),
+    ("bulk-empty", b"$0\r\n\r\n", b""),
+    ("bulk-nil", b"$-1\r\n", None),
+    ("bulk-big", b"$%d\r\n%b\r\n" % (len(BIG), BIG), BIG),
+    ("array", b"*3\r\n$3\r\nfoo\r\n:7\r\n+bar\r\n", [b"foo", 7, b"bar"]),
+    ("array-empty", b"*0\r\n", []),
+    ("array-nil", b"*-1\r\n", None),
+    (
+        "array-nested",
+        b"*3\r\n*2\r\n:1\r\n$-1\r\n*0\r\n*1\r\n*1\r\n-ERR deep\r\n",
+        [[1, None], [], [[err("ERR deep")]]],
+    ),
+    (
+        "array-all-types",
+        b"*7\r\n+s\r\n-E e\r\n:-1\r\n$1\r\nb\r\n$-1\r\n*-1\r\n*1\r\n$0\r\n\r\n",
+        [b"s", err("E e"), -1, b"b", None, None, [b""]],
+    ),
+]
+VECTOR_IDS: Final = [v[0] for v in VECTORS]
+STREAM: Final = b"".join(v[1] for v in VECTORS)
+STREAM_VALUES: Final = [v[2] for v in VECTORS]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("wire", "expected"), [v[1:] for v in VECTORS], ids=VECTOR_IDS)
+def test_vector_whole(kind: str, wire: bytes, expected: Any) -> None:
+    reader = new_reader(kind)
+    assert reader.gets() is NEED_DATA
+    reader.feed(wire)
+    assert norm(reader.gets()) == expected
+    assert reader.gets() is NEED_DATA
+    assert reader.buffered == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("wire", "expected"), [v[1:] for v in VECTORS], ids=VECTOR_IDS)
+def test_vector_byte_at_a_time(kind: str, wire: bytes, expected: Any) -> None:
+    reader = new_reader(kind)
+    for i in range(len(wire) - 1):
+        reader.feed(wire[i : i + 1])
+        assert reader.gets() is NEED_DATA, f"a reply after {i + 1} of {len(wire)} bytes"
+    reader.feed(wire[-1:])
+    assert norm(reader.gets()) == expected
+    assert reader.gets() is NEED_DATA
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stream_split_at_every_point(kind: str) -> None:
+    # The big vector is left out so that the number of splits stays small; it has its
+    # own byte-at-a-time test above.
+    small = [v for v in VECTORS if v[0] != "bulk-big"]
+    stream = b"".join(v[1] for v in small)
+    expected = [v[2] for v in small]
+    for i in range(len(stream) + 1):
+        got = parse_chunks(new_reader(kind), [stream[:i], stream[i:]])
+        assert [norm(v) for v in got] == expected, f"split at {i}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_whole_stream_in_one_feed_and_mixed_buffer_types(kind: str) -> None:
+    reader = new_reader(kind)
+    half = len(STREAM) // 2
+    reader.feed(bytearray(STREAM[:half]))
+    reader.feed(memoryview(STREAM[half:]))
+    assert [norm(v) for v in drain(reader)] == STREAM_VALUES
+
+
+def test_need_data_is_a_distinct_sentinel() -> None:
+    assert NEED_DATA is not None and NEED_DATA is not False and NEED_DATA != b""
+    assert repr(NEED_DATA) == "NEED_DATA" and repr(FILLED) == "FILLED"
+    assert pickle.loads(pickle.dumps(NEED_DATA)) is NEED_DATA
+    assert pickle.loads(pickle.dumps(FILLED)) is FILLED
+    # A nil bulk is a real value, not "no data".
+    reader = Reader()
+    reader.feed(b"$-1\r\n")
+    assert reader.gets() is None
+    assert reader.gets() is NEED_DATA
+
+
+def test_size_mismatch_value() -> None:
+    assert SizeMismatch(3) == SizeMismatch(3)
+    assert SizeMismatch(3) != SizeMismatch(4)
+    assert SizeMismatch(3) != 3
+    assert hash(SizeMismatch(3)) == hash(SizeMismatch(3))
+    assert repr(SizeMismatch(7)) == "SizeMismatch(length=7)"
+
+
+def test_reply_error_prefix() -> None:
+    reader = Reader()
+    reader.feed(b"-WRONGTYPE Operation against a key\r\n")
+    value = reader.gets()
+    assert isinstance(value, ReplyError)
+    assert value.prefix == "WRONGTYPE"
+    assert str(value) == "WRONGTYPE Operation against a key"
+
+
+# ------------------------------------------------------------ generated vs hiredis
+
+#: How deep generated arrays nest (hiredis and our MAX_DEPTH both allow more).
+GEN_DEPTH: Final = 4
+_LINE: Final = st.binary(max_size=24).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+_PAYLOAD: Final = st.one_of(
+    st.binary(max_size=48),
+    st.integers(200, 70_000).map(lambda n: (bytes(range(256)) * (n // 256 + 1))[:n]),
+)
+
+
+@st.composite
+def replies(draw: st.DrawFn, depth: int = 0) -> tuple[bytes, Any]:
+    """One RESP2 reply: its wire bytes and its expected value in norm() form."""
+    kinds = ["simple", "error", "integer", "bulk", "nil", "nil-array"]
+    if depth < GEN_DEPTH:
+        kinds.append("array")
+    kind = draw(st.sampled_from(kinds))
+    if kind == "simple":
+        line = draw(_LINE)
+        return b"+" + line + b"\r\n", line
+    if kind == "error":
+        line = draw(_LINE)
+        return b"-" + line + b"\r\n", err(line.decode("utf-8", "replace"))
+    if kind == "integer":
+        n = draw(st.integers(-(2**63), 2**63 - 1))
+        return b":%d\r\n" % n, n
+    if kind == "bulk":
+        data = draw(_PAYLOAD)
+        return b"$%d\r\n%b\r\n" % (len(data), data), data
+    if kind == "nil":
+        return b"$-1\r\n", None
+    if kind == "nil-array":
+        return b"*-1\r\n", None
+    items = draw(st.lists(replies(depth + 1), max_size=4))
+    wire = b"*%d\r\n" % len(items) + b"".join(w for w, _ in items)
+    return wire, [v for _, v in items]
+
+
+def redis_py_packer() -> Any:
+    """redis-py's own encoder, the reference for packing (its packers are unannotated)."""
+    module: Any = redis.connection
+    return module.Connection()
+
+
+def hiredis_parse(chunks: Iterable[bytes]) -> list[Any]:
+    reader = hiredis.Reader(
+        protocolError=ProtocolError, replyError=ReplyError, notEnoughData=NEED_DATA
+    )
+    out = []
+    for chunk in chunks:
+        reader.feed(chunk)
+        while (value := reader.gets()) is not NEED_DATA:
+            out.append(norm(value))
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@EXAMPLES
+@given(data=st.data(), stream=st.lists(replies(), min_size=1, max_size=6))
+def test_generated_streams_match_hiredis(
+    kind: str, data: st.DataObject, stream: list[tuple[bytes, Any]]
+) -> None:
+    wire = b"".join(w for w, _ in stream)
+    expected = [v for _, v in stream]
+    points = data.draw(st.lists(st.integers(0, len(wire)), max_size=8), label="cuts")
+    chunks = cut(wire, points)
+    got = [norm(v) for v in parse_chunks(new_reader(kind), chunks)]
+    assert got == expected
+    assert hiredis_parse(chunks) == expected
+
+
+@EXAMPLES
+@given(
+    args=st.lists(
+        st.one_of(st.binary(max_size=40), st.text(max_size=20), st.integers(-(2**70), 2**70)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_packed_commands_parse_back_and_match_redis_py(args: list[Any]) -> None:
+    parts = pack_command(*args)
+    wire = b"".join(bytes(p) for p in parts)
+    reader = Reader()
+    reader.feed(wire)
+    assert reader.gets() == [bytes(encode_arg(a)) for a in args]
+    assert reader.gets() is NEED_DATA
+    # redis-py splits a first argument containing spaces; ours are arbitrary, so it
+    # gets a fixed command name in front.
+    ours = b"".join(bytes(p) for p in pack_command("CMD", *args))
+    theirs = joined(redis_py_packer().pack_command("CMD", *args))
+    assert ours == theirs
+
+
+# ------------------------------------------------------------------ into a target
+
+
+def target_of(size: int, fill: int = 0xEE) -> tuple[bytearray, memoryview]:
+    backing = bytearray([fill]) * size
+    return backing, memoryview(backing)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_into_exact_size_whole_feed(kind: str) -> None:
+    reader = new_reader(kind)
+    backing, target = target_of(5)
+    reader.set_target(target)
+    reader.feed(b"$5\r\nhello\r\n:1\r\n")
+    assert reader.gets() is FILLED
+    assert backing == b"hello"
+    assert reader.gets() == 1  # the next reply parses normally
+    assert reader.gets() is NEED_DATA
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_into_exact_size_byte_at_a_time(kind: str) -> None:
+    reader = new_reader(kind)
+    payload = bytes(range(40))
+    backing, target = target_of(len(payload))
+    wire = b"$40\r\n" + payload + b"\r\n"
+    for i, byte in enumerate(wire):
+        reader.set_target(target)  # what the engine does before every gets()
+        reader.feed(bytes([byte]))
+        value = reader.gets()
+        if i < len(wire) - 1:
+            assert value is NEED_DATA
+    assert value is FILLED
+    assert backing == payload
+
+
+def test_into_via_get_buffer_is_zero_copy() -> None:
+    reader = Reader()
+    payload = bytes(range(256)) * 40
+    backing, target = target_of(len(payload))
+    reader.set_target(target)
+    assert reader.get_buffer() is None  # no payload under way: use feed()
+    reader.feed(b"$%d\r\n" % len(payload) + payload[:100])  # header + a little payload
+    assert reader.gets() is NEED_DATA
+    pos = 100
+    steps = 0
+    while (view := reader.get_buffer()) is not None:
+        assert view.obj is backing, "the view must point into the caller's buffer"
+        n = min(777, len(view))
+        view[:n] = payload[pos : pos + n]  # stands in for sock.recv_into(view)
+        reader.buffer_updated(n)
+        pos += n
+        steps += 1
+        assert reader.gets() is NEED_DATA or pos == len(payload)
+    assert pos == len(payload) and steps > 1
+    assert reader.gets() is NEED_DATA  # the payload is in, its CRLF is not
+    reader.feed(b"\r\n+next\r\n")
+    assert reader.gets() is FILLED
+    assert backing == payload
+    assert reader.gets() == b"next"
+    assert reader.buffered == 0
+
+
+def test_buffer_updated_must_match_get_buffer() -> None:
+    reader = Reader()
+    with pytest.raises(ValueError, match="buffer_updated"):
+        reader.buffer_updated(1)  # no view was handed out
+    _, target = target_of(4)
+    reader.set_target(target)
+    reader.feed(b"$4\r\n")
+    assert reader.gets() is NEED_DATA
+    view = reader.get_buffer()
+    assert view is not None and len(view) == 4
+    with pytest.raises(ValueError, match="buffer_updated"):
+        reader.buffer_updated(5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("size", [0, 3, 7, 100_000])
+def test_into_other_size_is_drained(kind: str, size: int) -> None:
+    reader = new_reader(kind)
+    backing, target = target_of(5)
+    payload = bytes(range(256)) * (size // 256 + 1)
+    payload = payload[:size]
+    wire = b"$%d\r\n%b\r\n" % (size, payload) + b"$2\r\nok\r\n"
+    got: list[Any] = []
+    for chunk in cut(wire, range(0, len(wire), 4096)):
+        reader.feed(chunk)
+        while True:
+            if not got:
+                reader.set_target(target)  # the target is for the first reply only
+            value = reader.gets()
+            if value is NEED_DATA:
+                break
+            got.append(value)
+    # The stream stayed in sync: the reply after the drained payload parses.
+    assert got == [SizeMismatch(size), b"ok"]
+    assert backing == b"\xee" * 5, "a mismatched payload must not touch the target"
+
+
+def test_drain_does_not_buffer_the_payload() -> None:
+    reader = Reader()
+    _, target = target_of(10)
+    reader.set_target(target)
+    reader.feed(b"$1000000\r\n")
+    assert reader.gets() is NEED_DATA
+    chunk = b"x" * 65536
+    for _ in range(1_000_000 // len(chunk)):
+        assert reader.get_buffer() is None  # a drained payload goes through feed()
+        reader.feed(chunk)
+        assert reader.buffered == 0
+        assert reader.gets() is NEED_DATA
+    reader.feed(b"x" * (1_000_000 % len(chunk)) + b"\r\n")
+    assert reader.gets() == SizeMismatch(1_000_000)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_into_nil_and_error_and_other_types(kind: str) -> None:
+    reader = new_reader(kind)
+    backing, target = target_of(3)
+    reader.feed(b"$-1\r\n-ERR no\r\n:5\r\n*1\r\n$3\r\nabc\r\n$3\r\nxyz\r\n")
+    for expected in (None, err("ERR no"), 5, [b"abc"]):
+        reader.set_target(target)
+        assert norm(reader.gets()) == expected
+        assert backing == b"\xee\xee\xee"
+    reader.set_target(target)
+    assert reader.gets() is FILLED
+    assert backing == b"xyz"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_target_applies_to_the_next_reply_only(kind: str) -> None:
+    reader = new_reader(kind)
+    backing, target = target_of(3)
+    reader.set_target(target)
+    reader.feed(b":1\r\n$3\r\nabc\r\n")
+    assert reader.gets() == 1
+    assert reader.gets() == b"abc"  # not FILLED: the target went with the integer
+    assert backing == b"\xee\xee\xee"
+    reader.set_target(target)
+    reader.set_target(None)  # clearing before the reply starts cancels it
+    reader.feed(b"$3\r\ndef\r\n")
+    assert reader.gets() == b"def"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_target_and_empty_bulk(kind: str) -> None:
+    reader = new_reader(kind)
+    _, target = target_of(0)
+    reader.set_target(target)
+    reader.feed(b"$0\r\n\r\n")
+    assert reader.gets() is FILLED
+
+
+def test_set_target_during_a_payload_has_no_effect() -> None:
+    reader = Reader()
+    first, t1 = target_of(4)
+    second, t2 = target_of(4)
+    reader.set_target(t1)
+    reader.feed(b"$4\r\nab")
+    assert reader.gets() is NEED_DATA
+    reader.set_target(t2)
+    reader.feed(b"cd\r\n")
+    assert reader.gets() is FILLED
+    assert first == b"abcd" and second == b"\xee" * 4
+
+
+def test_hiredis_reader_never_offers_a_view() -> None:
+    reader = new_reader("hiredis")
+    _, target = target_of(4)
+    reader.set_target(target)
+    reader.feed(b"$4\r\n")
+    assert reader.get_buffer() is None
+    with pytest.raises(ValueError, match="buffer_updated"):
+        reader.buffer_updated(1)
+
+
+def deliver(
+    reader: Reader, wire: bytes, targets: Sequence[memoryview | None], sizes: Iterable[int]
+) -> list[Any]:
+    """Feed ``wire`` the way the engine's socket loop does, chunk sizes from ``sizes``."""
+    out: list[Any] = []
+    pos = 0
+    chunk = cycle(sizes)
+    while pos < len(wire):
+        n = next(chunk)
+        view = reader.get_buffer()
+        if view is not None:
+            n = min(n, len(view), len(wire) - pos)
+            view[:n] = wire[pos : pos + n]
+            reader.buffer_updated(n)
+        else:
+            reader.feed(wire[pos : pos + n])
+        pos += n
+        while len(out) < len(targets):
+            reader.set_target(targets[len(out)])
+            value = reader.gets()
+            if value is NEED_DATA:
+                break
+            out.append(value)
+    return out
+
+
+@EXAMPLES
+@given(
+    items=st.lists(
+        st.tuples(
+            st.sampled_from(["exact", "other", "none", "nil", "error"]),
+            st.integers(0, 3000),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=5),
+)
+def test_generated_into_streams(items: list[tuple[str, int]], sizes: list[int]) -> None:
+    wire = b""
+    targets: list[memoryview | None] = []
+    backings: list[bytearray] = []
+    payloads: list[bytes] = []
+    for i, (what, n) in enumerate(items):
+        payload = bytes((i + j) % 251 for j in range(n))
+        payloads.append(payload)
+        if what == "nil":
+            wire += b"$-1\r\n"
+        elif what == "error":
+            wire += b"-ERR e\r\n"
+        else:
+            wire += b"$%d\r\n%b\r\n" % (n, payload)
+        if what == "none":
+            targets.append(None)
+            backings.append(bytearray())
+        else:
+            made, target = target_of(n if what != "other" else n + 1, fill=0xFF)
+            targets.append(target)
+            backings.append(made)
+    got = deliver(Reader(), wire, targets, sizes)
+    assert len(got) == len(items)
+    for (what, n), value, backing, payload in zip(items, got, backings, payloads):
+        if what == "exact":
+            assert value is FILLED and backing == payload
+        elif what == "other":
+            assert value == SizeMismatch(n) and backing == b"\xff" * (n + 1)
+        elif what == "none":
+            assert value == payload
+        elif what == "nil":
+            assert value is None and backing == b"\xff" * n
+        else:
+            assert norm(value) == err("ERR e") and backing == b"\xff" * n
+
+
+# -------------------------------------------------------------------- malformed
+
+MALFORMED: Final[list[tuple[str, bytes, str]]] = [
+    ("unknown-type", b"x\r\n", "unknown reply type"),
+    ("bulk-negative", b"$-2\r\n", "negative bulk length"),
+    ("array-negative", b"*-5\r\n", "negative array length"),
+    ("bulk-minus-zero", b"$-0\r\n", "malformed bulk length"),
+    ("bulk-plus", b"$+5\r\nhello\r\n", "malformed bulk length"),
+    ("bulk-space", b"$ 5\r\nhello\r\n", "malformed bulk length"),
+    ("bulk-trailing-space", b"$5 \r\nhello\r\n", "malformed bulk length"),
+    ("bulk-underscore", b"$5_0\r\n", "malformed bulk length"),
+    ("bulk-hex", b"$0x5\r\n", "malformed bulk length"),
+    ("bulk-empty-length", b"$\r\n", "malformed bulk length"),
+    ("bulk-unicode-digit", "$\u0665\r\n".encode(), "malformed bulk length"),
+    ("bulk-huge-digits", b"$" + b"9" * 5000 + b"\r\n", "malformed bulk length"),
+    ("array-plus", b"*+1\r\n:1\r\n", "malformed array length"),
+    ("array-underscore", b"*1_0\r\n", "malformed array length"),
+    ("integer-empty", b":\r\n", "malformed integer"),
+    ("integer-plus", b":+1\r\n", "malformed integer"),
+    ("integer-float", b":1.5\r\n", "malformed integer"),
+    ("integer-huge-digits", b":" + b"1" * 5000 + b"\r\n", "malformed integer"),
+    ("integer-over-int64", b":9223372036854775808\r\n", "64-bit"),
+    ("bulk-no-crlf", b"$3\r\nabcXY", "not terminated by CRLF"),
+    ("bulk-lf-cr", b"$3\r\nabc\n\r", "not terminated by CRLF"),
+    ("bulk-over-limit", b"$%d\r\n" % (MAX_BULK_BYTES + 1), "MAX_BULK_BYTES"),
+    ("array-over-limit", b"*%d\r\n" % (MAX_MULTIBULK_LEN + 1), "MAX_MULTIBULK_LEN"),
+    ("too-deep", b"*1\r\n" * (MAX_DEPTH + 1) + b":1\r\n", "MAX_DEPTH"),
+    ("line-too-long", b"+" + b"a" * (MAX_LINE_BYTES + 1) + b"\r\n", "MAX_LINE_BYTES"),
+    ("line-unterminated", b"+" + b"a" * (MAX_LINE_BYTES + 2), "MAX_LINE_BYTES"),
+    (
+        "line-unterminated-in-array",
+        b"*2\r\n:1\r\n-" + b"e" * (MAX_LINE_BYTES + 2),
+        "MAX_LINE_BYTES",
+    ),
+    ("bad-item-in-array", b"*2\r\n:1\r\n?\r\n", "unknown reply type"),
+]
+MALFORMED_IDS: Final = [m[0] for m in MALFORMED]
+#: Vectors hiredis also rejects (it has no bulk/depth/line limits of ours, accepts a
+#: bulk without CRLF, and takes '-0'): HiredisReader is held to those.
+HIREDIS_REJECTS: Final = {
+    "unknown-type", "bulk-negative", "array-negative", "bulk-plus", "bulk-space",
+    "bulk-trailing-space", "bulk-underscore", "bulk-hex", "bulk-empty-length",
+    "array-plus", "integer-empty", "integer-plus", "integer-float",
+    "integer-over-int64", "bad-item-in-array",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("wire", "message"), [m[1:] for m in MALFORMED], ids=MALFORMED_IDS)
+def test_malformed_raises_protocol_error_naming_the_problem(wire: bytes, message: str) -> None:
+    reader = Reader()
+    reader.feed(wire)
+    with pytest.raises(ProtocolError, match=message):
+        reader.gets()
+
+
+@pytest.mark.parametrize(("wire", "message"), [m[1:] for m in MALFORMED], ids=MALFORMED_IDS)
+def test_malformed_byte_at_a_time(wire: bytes, message: str) -> None:
+    reader = Reader()
+    # One byte at a time; the 64 KiB lines in odd-sized steps (the reader rescans a
+    # partial line on each call, so single bytes would only cost time).
+    step = 1 if len(wire) < 1000 else 97
+    with pytest.raises(ProtocolError) as info:  # noqa: PT012 - the loop is the subject
+        for i in range(0, len(wire), step):
+            reader.feed(wire[i : i + step])
+            assert reader.gets() is NEED_DATA
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "wire", [m[1] for m in MALFORMED if m[0] in HIREDIS_REJECTS], ids=sorted(HIREDIS_REJECTS)
+)
+def test_malformed_unusable_after_protocol_error(kind: str, wire: bytes) -> None:
+    reader = new_reader(kind)
+    reader.feed(wire)
+    with pytest.raises(ProtocolError):
+        drain(reader)
+    with pytest.raises(ProtocolError, match="unusable"):
+        reader.gets()
+    with pytest.raises(ProtocolError, match="unusable"):
+        reader.feed(b"+OK\r\n")
+
+
+def test_malformed_in_into_mode() -> None:
+    _, target = target_of(3)
+    for wire, message in [
+        (b"$%d\r\n" % (MAX_BULK_BYTES + 1), "MAX_BULK_BYTES"),
+        (b"$-3\r\n", "negative bulk length"),
+        (b"$3\r\nabcde", "not terminated by CRLF"),  # exact size, bad terminator
+        (b"$4\r\nabcdXY", "not terminated by CRLF"),  # drained, bad terminator
+    ]:
+        reader = Reader()
+        reader.set_target(target)
+        reader.feed(wire)
+        with pytest.raises(ProtocolError, match=message):
+            reader.gets()
+        with pytest.raises(ProtocolError, match="unusable"):
+            reader.gets()
+
+
+def test_limits_accept_the_largest_legal_value() -> None:
+    reader = Reader()
+    reader.feed(b"*1\r\n" * MAX_DEPTH + b":1\r\n")
+    value = reader.gets()
+    for _ in range(MAX_DEPTH):
+        assert isinstance(value, list) and len(value) == 1
+        value = value[0]
+    assert value == 1
+    line = b"a" * MAX_LINE_BYTES
+    reader.feed(b"+" + line)  # exactly at the limit, CRLF still to come
+    assert reader.gets() is NEED_DATA
+    reader.feed(b"\r")
+    assert reader.gets() is NEED_DATA
+    reader.feed(b"\n")
+    assert reader.gets() == line
+    reader.feed(b"$%d\r\n" % MAX_BULK_BYTES)  # a legal header: waits for the payload
+    assert reader.gets() is NEED_DATA
+
+
+_FRAGMENTS: Final = st.sampled_from(
+    [b"*", b"$", b"+", b"-", b":", b"\r\n", b"\r", b"\n", b"1", b"-1", b"0", b"3", b"12",
+     b"abc", b"99999999999999999999", b" ", b"_", b"*1\r\n", b"$3\r\nabc\r\n", b":-7\r\n"]
+)  # fmt: skip
+_GARBAGE: Final = st.one_of(
+    st.binary(max_size=64), st.lists(st.one_of(_FRAGMENTS, st.binary(max_size=3))).map(b"".join)
+)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@EXAMPLES
+@given(data=st.data(), garbage=_GARBAGE, target_size=st.none() | st.integers(0, 4))
+def test_random_bytes_reply_need_data_or_protocol_error(
+    kind: str, data: st.DataObject, garbage: bytes, target_size: int | None
+) -> None:
+    reader = new_reader(kind)
+    target = None if target_size is None else memoryview(bytearray(target_size))
+    points = data.draw(st.lists(st.integers(0, len(garbage)), max_size=5), label="cuts")
+    ok = (bytes, int, list, ReplyError, SizeMismatch, type(None))
+    # Every reply consumes at least three bytes, so this many calls must end it.
+    budget = len(garbage) + 2
+    try:
+        for chunk in cut(garbage, points):
+            reader.feed(chunk)
+            while True:
+                budget -= 1
+                assert budget >= 0, "gets() keeps returning replies: a loop"
+                reader.set_target(target)
+                value = reader.gets()
+                if value is NEED_DATA:
+                    break
+                assert value is FILLED or isinstance(value, ok), value
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            reader.gets()
+
+
+# ---------------------------------------------------------------------- packing
+
+
+def redis_py(*args: Any) -> bytes:
+    return joined(redis_py_packer().pack_command(*args))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("PING",),
+        ("SET", "key", "value"),
+        ("SET", b"k\x00\xff", b"\r\n"),
+        ("SET", "ключ", "значение"),
+        ("INCRBY", "n", 0),
+        ("INCRBY", "n", -17),
+        ("INCRBY", "n", 2**63),
+        ("SET", "k", b""),
+        ("SET", "k", bytearray(b"abc")),
+        ("SET", "k", memoryview(b"abcdef")[1:4]),
+    ],
+    ids=repr,
+)
+def test_pack_command_matches_redis_py(args: tuple[Any, ...]) -> None:
+    assert joined(pack_command(*args)) == redis_py(*args)
+
+
+def test_pack_command_hand_written_encodings() -> None:
+    assert joined(pack_command("GET", "k")) == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    assert joined(pack_command("INCRBY", "k", -5)) == (
+        b"*3\r\n$6\r\nINCRBY\r\n$1\r\nk\r\n$2\r\n-5\r\n"
+    )
+    arr = np.arange(4, dtype=np.float32)
+    assert joined(pack_command("SET", "k", arr)) == (
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16\r\n" + arr.tobytes() + b"\r\n"
+    )
+    matrix = np.arange(6, dtype=np.int16).reshape(2, 3)  # size in bytes, not elements
+    assert joined(pack_command("SET", "k", matrix)) == redis_py("SET", "k", matrix.tobytes())
+
+
+def test_large_arguments_are_referenced_not_copied() -> None:
+    big_bytes = b"b" * REFERENCE_THRESHOLD
+    parts = pack_command("SET", "k1", big_bytes)
+    assert any(p is big_bytes for p in parts)
+
+    backing = bytearray(b"m" * (REFERENCE_THRESHOLD + 5))
+    parts = pack_command("SET", "k2", memoryview(backing))
+    views = [p for p in parts if isinstance(p, memoryview)]
+    assert len(views) == 1 and views[0].obj is backing
+
+    arr = np.ones((256, 64), dtype=np.float32)  # 64 KiB, two dimensions
+    parts = pack_command("SET", "k3", arr)
+    views = [p for p in parts if isinstance(p, memoryview)]
+    assert len(views) == 1
+    assert views[0].nbytes == arr.nbytes and views[0].format == "B"
+    assert np.shares_memory(np.frombuffer(views[0], dtype=np.uint8), arr)
+    arr[0, 0] = 2.0  # a later write shows through: the bytes were never copied
+    assert bytes(views[0][:4]) == np.float32(2.0).tobytes()
+    assert joined(parts) == redis_py("SET", "k3", arr.tobytes())
+
+
+def test_small_arguments_are_inlined() -> None:
+    data = bytearray(b"s" * (REFERENCE_THRESHOLD - 1))
+    parts = pack_command("SET", "k", data)
+    assert len(parts) == 1 and isinstance(parts[0], bytes)
+
+
+@pytest.mark.parametrize("bad", [True, False])
+def test_bool_is_rejected(bad: bool) -> None:
+    with pytest.raises(TypeError, match="bool"):
+        pack_command("SET", "k", bad)
+
+
+@pytest.mark.parametrize("bad", [1.5, None, object(), ["a"]], ids=repr)
+def test_other_types_are_rejected(bad: object) -> None:
+    with pytest.raises(TypeError, match="str, bytes, int or a buffer"):
+        pack_command("SET", "k", bad)
+
+
+def test_non_contiguous_and_empty_commands_are_rejected() -> None:
+    with pytest.raises(ValueError, match="C-contiguous"):
+        pack_command("SET", "k", np.arange(10, dtype=np.uint8)[::2])
+    with pytest.raises(ValueError, match="at least one argument"):
+        pack_command()
+
+
+def test_pack_commands_merges_small_parts() -> None:
+    commands = [("GET", "a"), ("GET", "b"), ("EXISTS", "c")]
+    parts = pack_commands(commands)
+    assert len(parts) == 1 and isinstance(parts[0], bytes)
+    assert parts[0] == joined(redis_py_packer().pack_commands(commands))
+
+    big = bytearray(REFERENCE_THRESHOLD)
+    parts = pack_commands([("GET", "a"), ("SET", "k", big), ("GET", "b"), ("GET", "c")])
+    kinds = [type(p) for p in parts]
+    assert kinds == [bytes, memoryview, bytes]
+    assert isinstance(parts[1], memoryview) and parts[1].obj is big
+    assert joined(parts) == b"".join(
+        redis_py(*c) for c in [("GET", "a"), ("SET", "k", bytes(big)), ("GET", "b"), ("GET", "c")]
+    )
+
+
+def test_fast_path_packers_agree_with_pack_command() -> None:
+    for name in (b"GET", b"EXISTS", b"UNLINK"):
+        assert pack_key_command(name, b"key:1") == joined(pack_command(name, b"key:1"))
+    value = b"v" * 1000
+    assert pack_set_header(b"k", len(value)) + value + b"\r\n" == joined(
+        pack_command("SET", b"k", value)
+    )
