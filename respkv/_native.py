@@ -24,7 +24,7 @@ import threading
 from collections.abc import Sequence
 from typing import Final
 
-from respkv._compat import Buffer
+from respkv._compat import BufferLike
 from respkv._contract import Completion, KeyLike, KeyStatus, Op, make_completion
 from respkv._options import ConnectionOptions
 from respkv._validate import check_buffers, check_keys
@@ -81,14 +81,14 @@ class NativeConnector:
         fd: int = self._engine.event_fd()
         return fd
 
-    def submit_batch_set(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> int:
+    def submit_batch_set(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
         """Store ``buffers[i]`` under ``keys[i]``. Buffers stay referenced until done."""
         self._check_open()
         byte_keys = check_keys(keys)
         views = check_buffers(buffers, len(byte_keys), writable=False)
         return self._submit(Op.SET, byte_keys, views)
 
-    def submit_batch_get(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> int:
+    def submit_batch_get(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
         """Fetch each value into ``buffers[i]`` (writable, exactly the value's size)."""
         self._check_open()
         byte_keys = check_keys(keys)

@@ -86,21 +86,24 @@ def _native_normalize(kind: str, value: Any) -> Any:
     return (kind, value)
 
 
-def _encode(value: Any) -> bytes:
+def _encode(value: tuple[str, Any]) -> bytes:
     kind, v = value
+    out: bytes
     if kind == "simple":
-        return b"+" + v + b"\r\n"
-    if kind == "error":
-        return b"-" + v + b"\r\n"
-    if kind == "int":
-        return b":%d\r\n" % v
-    if kind == "bulk":
-        return b"$%d\r\n" % len(v) + v + b"\r\n"
-    if kind == "nil":
-        return b"$-1\r\n"
-    if kind == "nil_array":
-        return b"*-1\r\n"
-    return b"*%d\r\n" % len(v) + b"".join(_encode(x) for x in v)
+        out = b"+" + v + b"\r\n"
+    elif kind == "error":
+        out = b"-" + v + b"\r\n"
+    elif kind == "int":
+        out = b":%d\r\n" % v
+    elif kind == "bulk":
+        out = b"$%d\r\n" % len(v) + v + b"\r\n"
+    elif kind == "nil":
+        out = b"$-1\r\n"
+    elif kind == "nil_array":
+        out = b"*-1\r\n"
+    else:
+        out = b"*%d\r\n" % len(v) + b"".join(_encode(x) for x in v)
+    return out
 
 
 _line = st.binary(max_size=20).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
