@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from respkv._compat import Buffer
+from respkv._compat import BufferLike
 
 __all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "check_buffers", "check_keys"]
 
@@ -37,7 +37,10 @@ def check_keys(keys: Sequence[object]) -> list[bytes]:
         if type(key) is bytes:
             data = key
         elif isinstance(key, str):
-            data = key.encode()
+            try:
+                data = key.encode()
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"key {i}: not encodable as UTF-8 ({exc.reason})") from None
         elif isinstance(key, bytes):
             data = bytes(key)
         else:
@@ -50,7 +53,7 @@ def check_keys(keys: Sequence[object]) -> list[bytes]:
     return out
 
 
-def check_buffers(buffers: Sequence[Buffer], nkeys: int, *, writable: bool) -> list[memoryview]:
+def check_buffers(buffers: Sequence[BufferLike], nkeys: int, *, writable: bool) -> list[memoryview]:
     """Buffers as flat byte memoryviews (size in bytes, not elements).
 
     ``writable`` is set for GET: read-only buffers are rejected there.
@@ -80,7 +83,11 @@ def check_buffers(buffers: Sequence[Buffer], nkeys: int, *, writable: bool) -> l
             raise ValueError(
                 f"buffer {i}: {view.nbytes} bytes exceeds MAX_VALUE_BYTES ({MAX_VALUE_BYTES})"
             )
-        if view.ndim != 1 or view.format != "B":
+        if view.nbytes == 0:
+            # memoryview cannot cast a shape with a zero in it, such as (0, 3); an
+            # empty value needs no memory of its own, so any empty view stands in.
+            view = memoryview(bytearray())
+        elif view.ndim != 1 or view.format != "B":
             view = view.cast("B") if view.ndim else view.cast("B", (view.nbytes,))
         append(view)
     return out
