@@ -302,6 +302,47 @@ class Reader:
         self._target = None
         return value
 
+    def gets_many(self, limit: int) -> list[Any]:
+        """Up to ``limit`` whole replies (fewer when the buffer runs out); no targets.
+
+        The same values as calling :meth:`gets` repeatedly, in one call: integer
+        replies (EXISTS, UNLINK) take a fast path, everything else the general parser.
+        """
+        if self._mode != _PARSE or self._target is not None:
+            value = self.gets()
+            return [] if value is NEED_DATA else [value]
+        buf = self._buf
+        pos = self._pos
+        end_all = len(buf)
+        out: list[Any] = []
+        append = out.append
+        find = buf.find
+        try:
+            while len(out) < limit and pos < end_all:
+                if buf[pos] == 0x3A:  # ':' integer, the common case here
+                    eol = find(_CRLF, pos + 1)
+                    if eol < 0:
+                        break
+                    line = buf[pos + 1 : eol]
+                    if line == b"1":
+                        append(1)
+                    elif line == b"0":
+                        append(0)
+                    else:
+                        body = line[1:] if line[:1] == b"-" else line
+                        if not body.isdigit() or len(line) > 20:
+                            self._fail(f"malformed integer {bytes(line[:32])!r}")
+                        append(int(line))
+                    pos = eol + 2
+                else:
+                    value, pos = self._parse(pos, 0)
+                    append(value)
+        except _Incomplete:
+            if end_all - pos > MAX_LINE_BYTES and buf.find(_CRLF, pos) < 0:
+                self._fail("line longer than MAX_LINE_BYTES without CRLF")
+        self._advance(pos)
+        return out
+
     # -- internals -----------------------------------------------------------------
 
     def _fail(self, message: str) -> NoReturn:

@@ -56,9 +56,9 @@ class Tile:
         self.indices = indices
         self.keys_left = len(indices)
 
-    def key_done(self) -> None:
-        """Called by the owning worker as each key finishes."""
-        self.keys_left -= 1
+    def keys_done(self, count: int) -> None:
+        """Called by the owning worker as keys finish (their statuses written)."""
+        self.keys_left -= count
         if self.keys_left == 0:
             self.owner._tile_done(self.batch)
 
