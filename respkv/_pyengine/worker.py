@@ -256,13 +256,13 @@ class Worker(threading.Thread):
                 while end < stop:
                     nbytes = views[end].nbytes
                     large = nbytes >= LARGE_VALUE_BYTES
-                    if (self._inflight_keys or end > start) and (
-                        self._inflight_keys >= opt.window_small
+                    in_flight = self._inflight_keys + end - start
+                    if in_flight and (
+                        in_flight >= opt.window_small
                         or self._inflight_bytes + nbytes > opt.window_bytes
                         or (large and self._inflight_large >= opt.window_values)
                     ):
                         break
-                    self._inflight_keys += 1
                     self._inflight_bytes += nbytes
                     self._inflight_large += large
                     if not is_set:
@@ -280,7 +280,6 @@ class Worker(threading.Thread):
                     end += 1
                 if end == start:
                     break
-                self._inflight_keys -= end - start  # counted once, below, for both kinds
             self._inflight_keys += end - start
             inflight.append(_Run(tile, start, end, deadline))
             if end < stop:
