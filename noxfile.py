@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -52,4 +54,25 @@ def dev(session: nox.Session) -> None:
         "-Ceditable.rebuild=true",
         "-e",
         ".",
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks of the installed build (native included): RESP2 codec, side by side with
+    redis-py, redis-benchmark and iperf3, memory, pipelining windows; about 3 minutes on
+    2 cores. ``nox -s bench -- --full`` takes more rounds, ``-- --json-dir /abs/dir``
+    keeps the figures (see benchmarks/README.md)."""
+    session.install(*TEST_DEPS)
+    _install(session)
+    # Run outside the checkout so the installed respkv (and its native module) is what
+    # gets measured, not the source tree; the benchmarks package comes in through a link.
+    tmp = Path(session.create_tmp())
+    link = tmp / "path" / "benchmarks"
+    link.parent.mkdir(exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(Path.cwd() / "benchmarks")
+    session.chdir(str(tmp))
+    session.run(
+        "python", "-m", "benchmarks", *session.posargs, env={"PYTHONPATH": str(link.parent)}
     )
