@@ -65,7 +65,7 @@ __all__ = [
 
 def open_connector(options: ConnectionOptions, backend: str | None = None) -> Connector:
     """A low-level :class:`Connector` on the selected backend (see ``respkv.backend``)."""
-    info = select_backend(backend)
+    info = select_backend(backend, tls=options.tls is not None)
     if info.name == "native":
         from respkv._native import NativeConnector
 

@@ -50,8 +50,12 @@ def load_native() -> ModuleType:
     return core
 
 
-def select_backend(requested: str | None = None) -> BackendInfo:
-    """Resolve ``requested`` (default: ``$RESPKV_BACKEND`` or ``auto``)."""
+def select_backend(requested: str | None = None, *, tls: bool = False) -> BackendInfo:
+    """Resolve ``requested`` (default: ``$RESPKV_BACKEND`` or ``auto``).
+
+    ``tls``: the connection needs TLS. ``auto`` then picks native only when the native
+    module reports ``SUPPORTS_TLS``; a forced ``native`` without it raises ConfigError.
+    """
     if requested is None:
         requested = os.environ.get("RESPKV_BACKEND", "auto").strip().lower() or "auto"
     if requested not in VALID_BACKENDS:
@@ -61,9 +65,18 @@ def select_backend(requested: str | None = None) -> BackendInfo:
     if requested == "python":
         return BackendInfo("python", requested, "forced by RESPKV_BACKEND=python")
     try:
-        load_native()
+        core = load_native()
     except ImportError as exc:
         if requested == "native":
             raise
         return BackendInfo("python", requested, f"native backend unavailable: {exc}")
+    if tls and not getattr(core, "SUPPORTS_TLS", False):
+        if requested == "native":
+            from respkv.errors import ConfigError
+
+            raise ConfigError(
+                "the native backend was built without TLS support; use RESPKV_BACKEND=python "
+                "or auto for resps:// connections"
+            )
+        return BackendInfo("python", requested, "TLS requested and the native backend has no TLS")
     return BackendInfo("native", requested, "native module loaded, contract version matches")

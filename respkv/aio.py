@@ -46,7 +46,7 @@ class AsyncClient:
         from respkv import open_connector
 
         self.options = options
-        self.backend: BackendInfo = select_backend(backend)
+        self.backend: BackendInfo = select_backend(backend, tls=options.tls is not None)
         self._loop = loop or asyncio.get_running_loop()
         self._conn: Connector = open_connector(options, self.backend.name)
         self._fd = self._conn.event_fd()

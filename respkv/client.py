@@ -44,7 +44,7 @@ class Client:
         if connector is None:
             from respkv import open_connector
 
-            self.backend: BackendInfo = select_backend(backend)
+            self.backend: BackendInfo = select_backend(backend, tls=options.tls is not None)
             connector = open_connector(options, self.backend.name)
         else:
             self.backend = BackendInfo(

@@ -171,3 +171,26 @@ def test_both_certificate_generators_work(
         assert admin.command("PING") == b"PONG"
     with pytest.raises(ValueError, match="tool must be"):
         make_certificates(tmp_path, tool="gnutls")
+
+
+def test_auto_backend_falls_back_for_tls(
+    tls_server: LocalServer, tls_certs: CertificateSet
+) -> None:
+    """``auto`` never picks a backend that cannot do TLS; it says why it chose."""
+    from respkv._backend import load_native, select_backend
+
+    try:
+        core = load_native()
+    except ImportError:
+        native_tls = False
+    else:
+        native_tls = bool(getattr(core, "SUPPORTS_TLS", False))
+    info = select_backend("auto", tls=True)
+    if native_tls:
+        assert info.name == "native"
+    else:
+        assert info.name == "python"
+    with respkv.connect(_url(tls_server, tls_certs.ca_file)) as client:
+        assert client.backend.name == info.name
+        client.set("auto-tls", b"v")
+        assert client.get("auto-tls") == b"v"
