@@ -71,6 +71,10 @@ __all__ = ["LARGE_VALUE_BYTES", "Worker"]
 LARGE_VALUE_BYTES: Final = 256 * 1024
 #: Bytes asked for per ``recv`` when not receiving into a caller's buffer.
 RECV_CHUNK: Final = 256 * 1024
+#: Bytes asked for when the next reply is a large GET value: enough for its
+#: ``$<len>\r\n`` header (and the CRLF of the value before), so that at most this
+#: many payload bytes are copied instead of a whole :data:`RECV_CHUNK`.
+HEADER_RECV: Final = 64
 #: Values below this are copied into the request bytes (one iovec beats three).
 INLINE_VALUE_BYTES: Final = 16 * 1024
 #: Most buffers handed to one ``sendmsg`` (Linux's IOV_MAX is 1024).
@@ -323,7 +327,7 @@ class Worker(threading.Thread):
                 if n:
                     reader.buffer_updated(n)
             else:
-                data = sock.recv(RECV_CHUNK)
+                data = sock.recv(HEADER_RECV if self._large_get_next() else RECV_CHUNK)
                 n = len(data)
                 if n:
                     reader.feed(data)
@@ -334,6 +338,19 @@ class Worker(threading.Thread):
         if n == 0:
             raise _Dropped(KeyStatus.IO_ERROR, self._lost("server closed the connection"))
         self._take_replies()
+
+    def _large_get_next(self) -> bool:
+        """True when the next reply is a large GET value: then only its header is
+        received into our buffer, so the payload lands in the caller's buffer whole."""
+        if not self._inflight:
+            return False
+        run = self._inflight[0]
+        views = run.tile.batch.views
+        return (
+            views is not None
+            and run.tile.batch.op is Op.GET
+            and views[run.pos].nbytes >= LARGE_VALUE_BYTES
+        )
 
     def _take_replies(self) -> None:
         reader = self._reader
