@@ -186,6 +186,10 @@ class LocalServer:
             proc.wait()
             if fixed_port:
                 break
+        # No server to stop later: remove its directory now (a caller whose start()
+        # raised, e.g. in a ``with`` statement, never calls stop()).
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir = None
         raise RuntimeError(f"{binary} did not start; its log says:\n{last_error}")
 
     def _config_args(self, port: int) -> list[str]:
