@@ -26,7 +26,6 @@ from respkv._server import LocalServer
 from respkv.errors import ConfigError, ConnectionClosedError
 from respkv.testing import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 
 
@@ -212,13 +211,13 @@ def test_unix_socket_missing_path_fails_keys(core: ModuleType, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("requested", "expected"), [("", "native"), ("native", "native"), ("python", "python")]
 )
-def test_backend_selection(core: ModuleType, requested: str, expected: str) -> None:
+def test_backend_selection(core: ModuleType, requested: str, expected: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RESPKV_BACKEND"}
     if requested:
         env["RESPKV_BACKEND"] = requested
     code = "import respkv; print(respkv.backend.name); print(respkv.backend.reason)"
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
         timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
