@@ -67,7 +67,7 @@ def bench(session: nox.Session) -> None:
     _install(session)
     # Run outside the checkout so the installed respkv (and its native module) is what
     # gets measured, not the source tree; the benchmarks package comes in through a link.
-    tmp = Path(session.create_tmp())
+    tmp = Path(session.create_tmp()).resolve()
     link = tmp / "path" / "benchmarks"
     link.parent.mkdir(exist_ok=True)
     if not link.is_symlink():
@@ -76,3 +76,80 @@ def bench(session: nox.Session) -> None:
     session.run(
         "python", "-m", "benchmarks", *session.posargs, env={"PYTHONPATH": str(link.parent)}
     )
+
+
+# -- native backend ------------------------------------------------------------------------
+#
+# Each native session builds into its own persistent build dir (incremental rebuilds) and
+# runs with RESPKV_REQUIRE_NATIVE=1, so a module that failed to build fails the session
+# instead of being skipped. Sanitizer builds are loaded into an uninstrumented Python, so
+# the sanitizer runtime (and libstdc++, which ASan must see to intercept C++ throws) is
+# preloaded; any report aborts the run (halt_on_error), so "passed" means zero reports.
+
+NATIVE_TESTS = sorted(str(p) for p in Path("tests").glob("test_native_*.py"))
+
+
+def _native_install(session: nox.Session, build_dir: str, sanitize: str = "") -> None:
+    session.install(*BUILD_DEPS, *TEST_DEPS)
+    env = {"RESPKV_BUILD_NATIVE": "ON", "RESPKV_WERROR": "ON", "RESPKV_SANITIZE": sanitize}
+    session.install("--no-build-isolation", f"-Cbuild-dir={build_dir}", ".", env=env)
+
+
+def _preload(session: nox.Session, runtime: str) -> str:
+    """LD_PRELOAD value: the compiler's sanitizer runtime, then its libstdc++."""
+    import os
+
+    cxx = os.environ.get("CXX", "c++")
+    paths = []
+    for lib in (runtime, "libstdc++.so"):
+        out = session.run(cxx, f"-print-file-name={lib}", silent=True, external=True)
+        path = str(out).strip()
+        if not os.path.isabs(path):
+            session.error(f"{cxx} cannot find {lib}; install the compiler's sanitizer runtime")
+        paths.append(path)
+    return " ".join(paths)
+
+
+@nox.session
+def native(session: nox.Session) -> None:
+    """Build the native backend (-Werror) and run the conformance suite on both backends,
+    plus the native tests: C++ unit tests, codec and tiling against the pure modules, GIL
+    release, buffer lifetime, 16-thread stress."""
+    _native_install(session, "build/nox-native")
+    session.run(
+        "pytest", "-n", "2", "conformance", *NATIVE_TESTS, *session.posargs,
+        env={"RESPKV_REQUIRE_NATIVE": "1"},
+    )  # fmt: skip
+
+
+@nox.session(name="native-asan")
+def native_asan(session: nox.Session) -> None:
+    """AddressSanitizer + UBSan build; the native conformance cases and native tests."""
+    _native_install(session, "build/nox-asan", sanitize="address,undefined")
+    env = {
+        "RESPKV_REQUIRE_NATIVE": "1",
+        "LD_PRELOAD": _preload(session, "libasan.so"),
+        # Python's own allocations are not freed at exit by design: leaks are not ours.
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1:halt_on_error=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+    }
+    session.run(
+        "pytest", "-p", "no:xdist", "-k", "native", "conformance", *NATIVE_TESTS,
+        *session.posargs, env=env,
+    )  # fmt: skip
+
+
+@nox.session(name="native-tsan")
+def native_tsan(session: nox.Session) -> None:
+    """ThreadSanitizer build: the stress test (16 submitting threads, 8 workers, 10,000
+    small batches, then a close race) and the native conformance cases."""
+    _native_install(session, "build/nox-tsan", sanitize="thread")
+    env = {
+        "RESPKV_REQUIRE_NATIVE": "1",
+        "LD_PRELOAD": _preload(session, "libtsan.so"),
+        "TSAN_OPTIONS": "halt_on_error=1:second_deadlock_stack=1",
+    }
+    session.run(
+        "pytest", "-p", "no:xdist", "-k", "native", "tests/test_native_stress.py",
+        "conformance", *session.posargs, env=env,
+    )  # fmt: skip
