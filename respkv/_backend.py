@@ -56,14 +56,16 @@ def select_backend(requested: str | None = None, *, tls: bool = False) -> Backen
     ``tls``: the connection needs TLS. ``auto`` then picks native only when the native
     module reports ``SUPPORTS_TLS``; a forced ``native`` without it raises ConfigError.
     """
+    source = "backend argument"
     if requested is None:
+        source = "RESPKV_BACKEND"
         requested = os.environ.get("RESPKV_BACKEND", "auto").strip().lower() or "auto"
     if requested not in VALID_BACKENDS:
         raise ValueError(
             f"unknown backend {requested!r} (RESPKV_BACKEND); valid: {', '.join(VALID_BACKENDS)}"
         )
     if requested == "python":
-        return BackendInfo("python", requested, "forced by RESPKV_BACKEND=python")
+        return BackendInfo("python", requested, f"forced by {source}=python")
     try:
         core = load_native()
     except ImportError as exc:
