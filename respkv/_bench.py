@@ -568,8 +568,10 @@ def plot_sweep(points: Sequence[SweepPoint], path: str, title: str) -> None:
             series = sorted((p for p in points if p.num_workers == w), key=lambda p: p.chunk_bytes)
             xs = [p.chunk_bytes / MIB for p in series]
             ys = [(p.set_bytes_per_s if op == "SET" else p.get_bytes_per_s) / GIB for p in series]
-            ax.plot(xs, ys, marker="o", label=f"{w} workers")
+            ax.plot(xs, ys, marker="o", label=f"{w} worker{'s' if w > 1 else ''}")
         ax.set_xscale("log", base=2)
+        ticks = sorted({p.chunk_bytes / MIB for p in points})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel("chunk size (MiB)")
         ax.set_title(f"Batch {op}")
         ax.grid(True, alpha=0.3)
