@@ -31,7 +31,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over respkv, tests, conformance, benchmarks and this file."""
-    session.install("mypy>=1.10", "nox", *TEST_DEPS)
+    # cryptography: the TLS fixtures use it for certificates (openssl CLI otherwise).
+    session.install("mypy>=1.10", "nox", "cryptography", *TEST_DEPS)
     _install(session, env={"RESPKV_BUILD_NATIVE": "OFF"})
     session.run("mypy", "--strict", *PYTHON_PATHS)
 
