@@ -8,6 +8,7 @@ from typing import Final
 
 CONTRACT_VERSION: Final[int]
 LARGE_VALUE_BYTES: Final[int]
+SUPPORTS_TLS: Final[bool]
 
 class Engine:
     def __init__(

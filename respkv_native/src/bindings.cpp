@@ -198,6 +198,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "respkv native engine (use respkv, not this module directly)";
   m.attr("CONTRACT_VERSION") = CONTRACT_VERSION;
   m.attr("LARGE_VALUE_BYTES") = respkv::LARGE_VALUE_BYTES;
+  // TLS is done by the pure engine only; respkv._backend reads this to choose for resps://.
+  m.attr("SUPPORTS_TLS") = false;
 
   py::class_<Engine>(m, "Engine")
       .def(py::init(&make_engine), py::kw_only(), py::arg("host"), py::arg("port"),
