@@ -46,7 +46,8 @@ class NativeConnector:
     """A :class:`~respkv.Connector` running on the C++ engine. Thread-safe."""
 
     def __init__(self, options: ConnectionOptions) -> None:
-        if options.tls is not None:
+        tls = options.tls
+        if tls is not None and not getattr(_core, "SUPPORTS_TLS", False):
             raise ConfigError(TLS_UNSUPPORTED)
         self.options = options
         # The engine is created first so that it is also torn down (workers joined)
@@ -67,6 +68,12 @@ class NativeConnector:
             window_small=options.window_small,
             reconnect_backoff_min=options.reconnect_backoff_min,
             reconnect_backoff_max=options.reconnect_backoff_max,
+            tls=tls is not None,
+            tls_ca_file=tls.ca_file if tls else None,
+            tls_cert_file=tls.cert_file if tls else None,
+            tls_key_file=tls.key_file if tls else None,
+            tls_server_hostname=tls.server_hostname if tls else None,
+            tls_verify=tls.verify if tls else True,
         )
         self._lock = threading.Lock()
         self._views: dict[int, list[memoryview]] = {}

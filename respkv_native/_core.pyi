@@ -29,6 +29,12 @@ class Engine:
         window_small: int,
         reconnect_backoff_min: float,
         reconnect_backoff_max: float,
+        tls: bool = False,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_server_hostname: str | None = None,
+        tls_verify: bool = True,
     ) -> None: ...
     def event_fd(self) -> int: ...
     def submit(self, op: int, keys: list[bytes], buffers: list[memoryview] | None) -> int:

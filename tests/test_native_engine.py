@@ -166,13 +166,44 @@ def test_engine_refuses_work_after_close(core: ModuleType) -> None:
         engine.submit(9, [b"k"], None)
 
 
-def test_tls_is_refused_with_a_clear_message(core: ModuleType) -> None:
-    from respkv._native import TLS_UNSUPPORTED
+def test_tls_support_is_reported_and_honoured(core: ModuleType) -> None:
+    """``SUPPORTS_TLS`` says whether this build has OpenSSL; without it, TLS options are
+    refused at once with a message naming the way out."""
+    from respkv._native import TLS_UNSUPPORTED, NativeConnector
 
-    opts = ConnectionOptions(tls=TLSOptions())
+    opts = ConnectionOptions(tls=TLSOptions(), num_workers=1)
+    if core.SUPPORTS_TLS:
+        conn = NativeConnector(opts)  # connects lazily: nothing is sent yet
+        conn.close()
+        return
     with pytest.raises(ConfigError, match="native backend does not support TLS") as info:
-        _connector(opts)
+        NativeConnector(opts)
     assert str(info.value) == TLS_UNSUPPORTED
+
+
+def test_tls_many_small_replies_and_large_values(
+    core: ModuleType, tls_options: ConnectionOptions
+) -> None:
+    """Over TLS, replies decrypted in one read wait inside the session where poll()
+    cannot see them: a deep EXISTS pipeline and multi-MiB values must still complete."""
+    if not core.SUPPORTS_TLS:
+        pytest.skip("this native build has no TLS (OpenSSL was not found at build time)")
+    from respkv._native import NativeConnector
+
+    conn = NativeConnector(tls_options.replace(num_workers=1))
+    try:
+        keys = [f"tls-p:{i}" for i in range(3000)]
+        assert wait_for(conn, conn.submit_batch_set(keys[::3], [b"v"] * 1000)).ok
+        c = wait_for(conn, conn.submit_batch_exists(keys))
+        assert c.statuses == (KeyStatus.OK, KeyStatus.MISS, KeyStatus.MISS) * 1000
+        big = np.random.default_rng(9).integers(0, 256, 8 * MIB + 7, dtype=np.uint8)
+        assert wait_for(conn, conn.submit_batch_set(["tls-big:0", "tls-big:1"], [big, big])).ok
+        out = [np.zeros(big.nbytes, dtype=np.uint8) for _ in range(2)]
+        g = wait_for(conn, conn.submit_batch_get(["tls-big:0", "tls-big:1"], out))
+        assert g.ok, g.error
+        assert all(np.array_equal(o, big) for o in out)
+    finally:
+        conn.close()
 
 
 def test_unix_socket(

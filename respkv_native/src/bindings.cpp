@@ -22,6 +22,7 @@
 #include "engine.hpp"
 #include "resp2.hpp"
 #include "tiling.hpp"
+#include "tls.hpp"
 
 namespace py = pybind11;
 using respkv::Batch;
@@ -120,8 +121,25 @@ std::unique_ptr<Engine> make_engine(const std::string& host, int port,
                                     double connect_timeout, const py::object& op_timeout,
                                     const std::string& client_name, std::size_t window_values,
                                     std::size_t window_bytes, std::size_t window_small,
-                                    double reconnect_backoff_min, double reconnect_backoff_max) {
+                                    double reconnect_backoff_min, double reconnect_backoff_max,
+                                    bool tls, const std::optional<std::string>& tls_ca_file,
+                                    const std::optional<std::string>& tls_cert_file,
+                                    const std::optional<std::string>& tls_key_file,
+                                    const std::optional<std::string>& tls_server_hostname,
+                                    bool tls_verify) {
   EngineOptions o;
+  if (tls) {
+    if (!respkv::tls_available()) {
+      throw py::value_error("this build of respkv_native has no TLS (SUPPORTS_TLS is False)");
+    }
+    respkv::TlsSettings t;
+    t.ca_file = tls_ca_file;
+    t.cert_file = tls_cert_file;
+    t.key_file = tls_key_file;
+    t.server_hostname = tls_server_hostname;
+    t.verify = tls_verify;
+    o.connect.tls = std::move(t);
+  }
   o.connect.host = host;
   o.connect.port = port;
   o.connect.unix_path = unix_path;
@@ -198,8 +216,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "respkv native engine (use respkv, not this module directly)";
   m.attr("CONTRACT_VERSION") = CONTRACT_VERSION;
   m.attr("LARGE_VALUE_BYTES") = respkv::LARGE_VALUE_BYTES;
-  // TLS is done by the pure engine only; respkv._backend reads this to choose for resps://.
-  m.attr("SUPPORTS_TLS") = false;
+  // Whether this build has TLS (OpenSSL); respkv._backend reads it to choose for resps://.
+  m.attr("SUPPORTS_TLS") = respkv::tls_available();
 
   py::class_<Engine>(m, "Engine")
       .def(py::init(&make_engine), py::kw_only(), py::arg("host"), py::arg("port"),
@@ -207,7 +225,10 @@ PYBIND11_MODULE(_core, m) {
            py::arg("num_workers"), py::arg("connect_timeout"), py::arg("op_timeout"),
            py::arg("client_name"), py::arg("window_values"), py::arg("window_bytes"),
            py::arg("window_small"), py::arg("reconnect_backoff_min"),
-           py::arg("reconnect_backoff_max"))
+           py::arg("reconnect_backoff_max"), py::arg("tls") = false,
+           py::arg("tls_ca_file") = py::none(), py::arg("tls_cert_file") = py::none(),
+           py::arg("tls_key_file") = py::none(), py::arg("tls_server_hostname") = py::none(),
+           py::arg("tls_verify") = true)
       .def("event_fd", &Engine::event_fd)
       .def("submit", &submit, py::arg("op"), py::arg("keys"), py::arg("buffers"))
       .def("drain", &drain)

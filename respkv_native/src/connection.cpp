@@ -184,6 +184,32 @@ ConnectResult Connection::open(const ConnectSettings& s, int wake_fd,
     return result;
   }
   Connection conn(std::move(a.fd));
+  if (s.tls) {
+    std::string reason;
+    conn.ssl_ = tls_session(conn.fd(), *s.tls, s.host, &reason);
+    if (!conn.ssl_) {
+      result.failure = ConnectResult::Failure::Io;
+      result.reason = std::move(reason);
+      return result;
+    }
+    for (;;) {
+      TlsIo step = tls_connect(conn.ssl_.get(), &reason);
+      if (step == TlsIo::Ok) break;
+      if (step == TlsIo::Closed || step == TlsIo::Error) {
+        result.failure = ConnectResult::Failure::Io;
+        result.reason = step == TlsIo::Closed ? CLOSED_IN_HANDSHAKE : std::move(reason);
+        return result;
+      }
+      Wait w = wait_for(conn.fd(), step == TlsIo::WantRead ? POLLIN : POLLOUT, deadline,
+                        &wake_fd, aborted);
+      if (w != Wait::Ready) {
+        result.failure =
+            w == Wait::Aborted ? ConnectResult::Failure::Aborted : ConnectResult::Failure::Io;
+        result.reason = TIMED_OUT;
+        return result;
+      }
+    }
+  }
 
   // The handshake: every command in one write, then one reply per command.
   enum class Step : std::uint8_t { Auth, Select, SetName };
@@ -216,12 +242,13 @@ ConnectResult Connection::open(const ConnectSettings& s, int wake_fd,
     result.reason = TIMED_OUT;
     return std::move(result);
   };
-  int err = 0;
+  std::string why;
   for (;;) {
-    Io io = conn.flush(&err);
+    Io io = conn.flush(&why);
     if (io == Io::Ok) break;
-    if (io == Io::Error) return io_failure(errno_text(err));
-    Wait w = wait_for(conn.fd(), POLLOUT, deadline, &wake_fd, aborted);
+    if (io == Io::Error) return io_failure(why);
+    Wait w = wait_for(conn.fd(), conn.write_needs_read_ ? POLLIN : POLLOUT, deadline, &wake_fd,
+                      aborted);
     if (w != Wait::Ready) return wait_failure(w);
   }
   std::size_t answered = 0;
@@ -243,11 +270,12 @@ ConnectResult Connection::open(const ConnectSettings& s, int wake_fd,
       }
       continue;
     }
-    Io io = conn.receive(&err);
+    Io io = conn.receive(&why);
     if (io == Io::Closed) return io_failure(CLOSED_IN_HANDSHAKE);
-    if (io == Io::Error) return io_failure(errno_text(err));
+    if (io == Io::Error) return io_failure(why);
     if (io == Io::WouldBlock) {
-      Wait w = wait_for(conn.fd(), POLLIN, deadline, &wake_fd, aborted);
+      Wait w = wait_for(conn.fd(), conn.want_write_ ? POLLOUT : POLLIN, deadline, &wake_fd,
+                        aborted);
       if (w != Wait::Ready) return wait_failure(w);
     }
   }
@@ -287,7 +315,35 @@ void Connection::queue_ref(const std::uint8_t* data, std::size_t n) {
   queued_ += n;
 }
 
-Io Connection::flush(int* err) {
+Io Connection::flush(std::string* reason) {
+  while (ssl_ && !segments_.empty()) {
+    // TLS has no writev: one record per segment (small ones are merged when queued).
+    const Segment& seg = segments_.front();
+    const std::uint8_t* base =
+        seg.ref ? seg.ref : reinterpret_cast<const std::uint8_t*>(send_buf_.data()) + seg.offset;
+    std::size_t n = 0;
+    switch (tls_write(ssl_.get(), base, seg.len, &n, reason)) {
+      case TlsIo::Ok:
+        want_write_ = false;
+        write_needs_read_ = false;
+        sent_ += n;
+        consume_sent(n);
+        continue;
+      case TlsIo::WantWrite:
+        want_write_ = true;
+        compact();
+        return Io::WouldBlock;
+      case TlsIo::WantRead:
+        write_needs_read_ = true;
+        compact();
+        return Io::WouldBlock;
+      case TlsIo::Closed:
+        *reason = "server closed the connection";
+        return Io::Error;
+      case TlsIo::Error:
+        return Io::Error;
+    }
+  }
   while (!segments_.empty()) {
     iovec iov[MAX_IOV];
     std::size_t count = 0;
@@ -309,29 +365,32 @@ Io Connection::flush(int* err) {
         compact();
         return Io::WouldBlock;
       }
-      *err = errno;
+      *reason = errno_text(errno);
       return Io::Error;
     }
     sent_ += static_cast<std::uint64_t>(n);
-    auto left = static_cast<std::size_t>(n);
-    while (left > 0) {
-      Segment& front = segments_.front();
-      if (left >= front.len) {
-        left -= front.len;
-        segments_.pop_front();
-      } else {
-        if (front.ref) {
-          front.ref += left;
-        } else {
-          front.offset += left;
-        }
-        front.len -= left;
-        left = 0;
-      }
-    }
+    consume_sent(static_cast<std::size_t>(n));
   }
   send_buf_.clear();
   return Io::Ok;
+}
+
+void Connection::consume_sent(std::size_t n) {
+  while (n > 0) {
+    Segment& front = segments_.front();
+    if (n >= front.len) {
+      n -= front.len;
+      segments_.pop_front();
+    } else {
+      if (front.ref) {
+        front.ref += n;
+      } else {
+        front.offset += n;
+      }
+      front.len -= n;
+      n = 0;
+    }
+  }
 }
 
 void Connection::compact() {
@@ -352,9 +411,30 @@ void Connection::compact() {
 
 // ----------------------------------------------------------------------------- receiving
 
-Io Connection::receive(int* err) {
+bool Connection::pending() const { return ssl_ && tls_pending(ssl_.get()); }
+
+Io Connection::receive(std::string* reason) {
   std::size_t room = 0;
   std::uint8_t* dst = reader_.get_buffer(&room);
+  if (ssl_) {
+    std::size_t n = 0;
+    switch (tls_read(ssl_.get(), dst, room, &n, reason)) {
+      case TlsIo::Ok:
+        want_write_ = false;
+        write_needs_read_ = false;
+        reader_.buffer_updated(n);
+        return Io::Ok;
+      case TlsIo::WantRead:
+        return Io::WouldBlock;
+      case TlsIo::WantWrite:
+        want_write_ = true;
+        return Io::WouldBlock;
+      case TlsIo::Closed:
+        return Io::Closed;
+      case TlsIo::Error:
+        return Io::Error;
+    }
+  }
   for (;;) {
     ssize_t n = ::recv(fd_.get(), dst, room, MSG_DONTWAIT);
     if (n > 0) {
@@ -364,7 +444,7 @@ Io Connection::receive(int* err) {
     if (n == 0) return Io::Closed;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return Io::WouldBlock;
-    *err = errno;
+    *reason = errno_text(errno);
     return Io::Error;
   }
 }

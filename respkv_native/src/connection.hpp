@@ -22,6 +22,10 @@
 //
 // Receiving. `receive()` does one recv() into the place the Reader asks for: its own
 // buffer, or the caller's GET buffer while a payload of the right size streams in.
+//
+// TLS (see tls.hpp). With `tls` set, the handshake runs after the TCP connect, within the
+// same deadline; sends and receives then go through SSL_write/SSL_read on the same
+// segments and reader buffers, so payloads are still never copied in user space.
 #pragma once
 
 #include <chrono>
@@ -33,6 +37,7 @@
 #include <string>
 
 #include "resp2.hpp"
+#include "tls.hpp"
 
 namespace respkv {
 
@@ -82,6 +87,7 @@ struct ConnectSettings {
   std::int64_t db = 0;
   std::string client_name;
   double connect_timeout = 5.0;
+  std::optional<TlsSettings> tls;  // set: TLS (resps://) after the TCP connect
 
   // host:port ([v6]:port) or the socket path, as ConnectionOptions.address reads.
   std::string address() const;
@@ -119,14 +125,19 @@ class Connection {
   std::uint64_t sent() const { return sent_; }      // bytes written so far
 
   // Write until the queue is empty (Ok) or the kernel would block (WouldBlock);
-  // Error sets *err to errno.
-  Io flush(int* err);
-  // One recv() into the reader: Ok, WouldBlock, Closed (orderly EOF) or Error (*err).
-  Io receive(int* err);
+  // Error sets *reason.
+  Io flush(std::string* reason);
+  // One recv() into the reader: Ok, WouldBlock, Closed (orderly EOF) or Error (*reason).
+  Io receive(std::string* reason);
+  // Poll for writability: bytes to send, or TLS needs to write before it can go on.
+  bool wants_write() const { return (has_unsent() && !write_needs_read_) || want_write_; }
+  // Decrypted bytes are waiting inside the TLS session: read before polling.
+  bool pending() const;
 
  private:
   explicit Connection(UniqueFd fd) : fd_(std::move(fd)) {}
-  void compact();  // drop sent bytes from the front of send_buf_
+  void compact();                   // drop sent bytes from the front of send_buf_
+  void consume_sent(std::size_t n);  // drop n written bytes from the front of the queue
 
   struct Segment {
     const std::uint8_t* ref;  // caller's bytes, or null for send_buf_[offset, offset+len)
@@ -135,6 +146,9 @@ class Connection {
   };
 
   UniqueFd fd_;
+  SslPtr ssl_;  // null for plain TCP / Unix sockets; freed before fd_ is closed
+  bool want_write_ = false;        // TLS: a read cannot go on until the socket is writable
+  bool write_needs_read_ = false;  // TLS: a write cannot go on until the socket is readable
   Reader reader_;
   std::string send_buf_;
   std::size_t copy_mark_ = 0;  // send_buf_ size when copy_buffer_for_append() was called

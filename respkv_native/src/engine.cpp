@@ -291,9 +291,9 @@ void Worker::idle_wait() {
   if (rc <= 0 || !conn_ || fds[1].revents == 0) return;
   // An idle connection became readable: the server closed it (or sent something no
   // request asked for, which would desynchronise the next reply). Drop it quietly;
-  // the next batch connects again.
-  int err = 0;
-  if (conn_->receive(&err) != Io::WouldBlock) conn_.reset();
+  // the next batch connects again. (A TLS session ticket reads as WouldBlock: kept.)
+  std::string reason;
+  if (conn_->receive(&reason) != Io::WouldBlock) conn_.reset();
 }
 
 void Worker::wait_until(Clock::time_point t) {
@@ -303,12 +303,15 @@ void Worker::wait_until(Clock::time_point t) {
 
 void Worker::wait_io() {
   short events = POLLIN;
-  if (conn_->has_unsent()) events |= POLLOUT;
+  if (conn_->wants_write()) events |= POLLOUT;
   pollfd fds[2] = {{conn_->fd(), events, 0}, {wake_.fd(), POLLIN, 0}};
   int timeout = -1;
   if (!inflight_.empty()) timeout = poll_ms_until(inflight_.front().deadline);
+  // Bytes already decrypted inside a TLS session do not make the socket readable.
+  const bool pending = conn_->pending();
+  if (pending) timeout = 0;
   int rc = ::poll(fds, 2, timeout);
-  if (rc > 0 && (fds[0].revents & (POLLIN | POLLERR | POLLHUP))) {
+  if (pending || (rc > 0 && (fds[0].revents & (POLLIN | POLLERR | POLLHUP)))) {
     if (!receive()) return;
   }
   if (!inflight_.empty() && Clock::now() >= inflight_.front().deadline) {
@@ -402,9 +405,9 @@ void Worker::commit(TileState& t, std::size_t i) {
 
 bool Worker::flush() {
   if (!conn_->has_unsent()) return true;
-  int err = 0;
-  if (conn_->flush(&err) == Io::Error) {
-    lost(errno_text(err));
+  std::string reason;
+  if (conn_->flush(&reason) == Io::Error) {
+    lost(reason);
     return false;
   }
   return true;
@@ -412,15 +415,15 @@ bool Worker::flush() {
 
 bool Worker::receive() {
   for (int round = 0; round < MAX_RECV_ROUNDS; ++round) {
-    int err = 0;
-    switch (conn_->receive(&err)) {
+    std::string reason;
+    switch (conn_->receive(&reason)) {
       case Io::WouldBlock:
         return true;
       case Io::Closed:
         lost(CLOSED_BY_SERVER);
         return false;
       case Io::Error:
-        lost(errno_text(err));
+        lost(reason);
         return false;
       case Io::Ok:
         break;
