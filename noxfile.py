@@ -125,7 +125,8 @@ def native(session: nox.Session) -> None:
 
 @nox.session(name="native-asan")
 def native_asan(session: nox.Session) -> None:
-    """AddressSanitizer + UBSan build; the native conformance cases and native tests."""
+    """AddressSanitizer + UBSan build; the native conformance cases, native tests and the
+    native TLS cases."""
     _native_install(session, "build/nox-asan", sanitize="address,undefined")
     env = {
         "RESPKV_REQUIRE_NATIVE": "1",
@@ -136,7 +137,7 @@ def native_asan(session: nox.Session) -> None:
     }
     session.run(
         "pytest", "-p", "no:xdist", "-k", "native", "conformance", *NATIVE_TESTS,
-        *session.posargs, env=env,
+        "tests/test_tls.py", *session.posargs, env=env,
     )  # fmt: skip
 
 
