@@ -2,6 +2,7 @@
 #include "engine.hpp"
 
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/eventfd.h>
@@ -160,7 +161,16 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
   ~Worker() { join(); }
 
-  void start() { thread_ = std::thread([this] { run(); }); }
+  void start() {
+    thread_ = std::thread([this] {
+#ifdef __linux__
+      // Named like the pure engine's threads (Linux allows 15 characters).
+      const std::string name = "respkv-w" + std::to_string(index_);
+      pthread_setname_np(pthread_self(), name.c_str());
+#endif
+      run();
+    });
+  }
   void join() {
     if (thread_.joinable()) thread_.join();
   }
@@ -222,7 +232,7 @@ class Worker {
   const Clock::duration op_timeout_;
   double backoff_;
   Clock::time_point retry_at_{};
-  [[maybe_unused]] std::size_t index_;
+  const std::size_t index_;
 
   Notifier wake_;
   std::mutex mu_;  // inbox_ and wake_pending_
