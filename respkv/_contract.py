@@ -141,9 +141,10 @@ class BatchResult:
 
 def summarize(statuses: Sequence[KeyStatus], errors: Sequence[str | None]) -> str | None:
     """The ``Completion.error`` text: ``None`` when no key failed."""
-    failed = [i for i, s in enumerate(statuses) if s in FAILURE_STATUSES]
-    if not failed:
+    # OK (0) and MISS (1) are the only non-failures: one max() decides the common case.
+    if not statuses or max(statuses) <= KeyStatus.MISS:
         return None
+    failed = [i for i, s in enumerate(statuses) if s in FAILURE_STATUSES]
     first = failed[0]
     detail = errors[first] or statuses[first].name
     name = statuses[first].name

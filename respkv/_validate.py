@@ -8,7 +8,7 @@ backend is in use because both call these functions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, cast
 
 from respkv._compat import BufferLike
 
@@ -31,6 +31,27 @@ def check_keys(keys: Sequence[object]) -> list[bytes]:
         raise TypeError(f"keys must be a sequence, not {type(keys).__name__}") from None
     if n == 0:
         raise ValueError("empty batch: keys must contain at least one key")
+    # Fast path: all bytes, or all str with plain UTF-8, and every length in range.
+    # Checked with builtins over the whole list (the common case, thousands of keys per
+    # EXISTS batch); anything unusual falls through to the loop that names the index.
+    kinds = set(map(type, keys))
+    if kinds in ({bytes}, {str}):
+        fast: list[bytes] | None
+        if str in kinds:
+            try:
+                fast = [k.encode() for k in cast("Sequence[str]", keys)]
+            except UnicodeEncodeError:
+                fast = None
+        else:
+            fast = list(cast("Sequence[bytes]", keys))
+        if fast is not None:
+            lengths = list(map(len, fast))
+            if min(lengths) > 0 and max(lengths) <= MAX_KEY_BYTES:
+                return fast
+    return _check_keys_slowly(keys)
+
+
+def _check_keys_slowly(keys: Sequence[object]) -> list[bytes]:
     out: list[bytes] = []
     append = out.append
     for i, key in enumerate(keys):

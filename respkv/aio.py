@@ -28,6 +28,7 @@ from respkv._backend import BackendInfo, select_backend
 from respkv._compat import BufferLike
 from respkv._contract import BatchResult, Completion, Connector, KeyLike
 from respkv._options import ConnectionOptions
+from respkv._validate import check_keys
 from respkv.errors import ConnectionClosedError
 
 __all__ = ["AsyncClient", "connect"]
@@ -69,7 +70,8 @@ class AsyncClient:
         if asyncio.get_running_loop() is not self._loop:
             return await self._hop(self.batch_set(keys, buffers))
         self._check_open()
-        return await self._track(self._conn.submit_batch_set(keys, buffers), keys, buffers)
+        raw = check_keys(keys)
+        return await self._track(self._conn.submit_batch_set(raw, buffers), raw, buffers)
 
     async def batch_get(
         self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]
@@ -77,19 +79,22 @@ class AsyncClient:
         if asyncio.get_running_loop() is not self._loop:
             return await self._hop(self.batch_get(keys, buffers))
         self._check_open()
-        return await self._track(self._conn.submit_batch_get(keys, buffers), keys, buffers)
+        raw = check_keys(keys)
+        return await self._track(self._conn.submit_batch_get(raw, buffers), raw, buffers)
 
     async def batch_exists(self, keys: Sequence[KeyLike]) -> BatchResult:
         if asyncio.get_running_loop() is not self._loop:
             return await self._hop(self.batch_exists(keys))
         self._check_open()
-        return await self._track(self._conn.submit_batch_exists(keys), keys, None)
+        raw = check_keys(keys)
+        return await self._track(self._conn.submit_batch_exists(raw), raw, None)
 
     async def batch_delete(self, keys: Sequence[KeyLike]) -> BatchResult:
         if asyncio.get_running_loop() is not self._loop:
             return await self._hop(self.batch_delete(keys))
         self._check_open()
-        return await self._track(self._conn.submit_batch_delete(keys), keys, None)
+        raw = check_keys(keys)
+        return await self._track(self._conn.submit_batch_delete(raw), raw, None)
 
     @property
     def in_flight(self) -> int:
@@ -129,7 +134,7 @@ class AsyncClient:
         if self._closed:
             raise ConnectionClosedError("client is closed")
 
-    async def _track(self, batch_id: int, keys: Sequence[KeyLike], buffers: Any) -> BatchResult:
+    async def _track(self, batch_id: int, keys: list[bytes], buffers: Any) -> BatchResult:
         # No await between the submit (in the caller) and this registration.
         fut: asyncio.Future[Completion] = self._loop.create_future()
         early = self._unclaimed.pop(batch_id, None)
@@ -138,8 +143,7 @@ class AsyncClient:
         else:
             self._pending[batch_id] = (fut, keys, buffers)
         completion = await asyncio.shield(fut)
-        raw = [k.encode() if isinstance(k, str) else bytes(k) for k in keys]
-        return BatchResult.from_completion(raw, completion)
+        return BatchResult.from_completion(keys, completion)
 
     def _on_ready(self) -> None:
         for c in self._conn.drain_completions():

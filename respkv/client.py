@@ -73,8 +73,8 @@ class Client:
     ) -> BatchResult:
         """Store ``buffers[i]`` under ``keys[i]``; per key ``OK`` or a failure status."""
         self._check_open()
-        bid = self._conn.submit_batch_set(keys, buffers)
-        return self._result(keys, self._wait(bid, timeout))
+        raw = check_keys(keys)
+        return self._result(raw, self._wait(self._conn.submit_batch_set(raw, buffers), timeout))
 
     def batch_get(
         self,
@@ -85,20 +85,20 @@ class Client:
     ) -> BatchResult:
         """Fetch into writable ``buffers``; ``OK`` only when the value filled it exactly."""
         self._check_open()
-        bid = self._conn.submit_batch_get(keys, buffers)
-        return self._result(keys, self._wait(bid, timeout))
+        raw = check_keys(keys)
+        return self._result(raw, self._wait(self._conn.submit_batch_get(raw, buffers), timeout))
 
     def batch_exists(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> BatchResult:
         """Per key ``OK`` (exists) or ``MISS``."""
         self._check_open()
-        bid = self._conn.submit_batch_exists(keys)
-        return self._result(keys, self._wait(bid, timeout))
+        raw = check_keys(keys)
+        return self._result(raw, self._wait(self._conn.submit_batch_exists(raw), timeout))
 
     def batch_delete(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> BatchResult:
         """Per key ``OK`` (removed, with UNLINK) or ``MISS`` (was not there)."""
         self._check_open()
-        bid = self._conn.submit_batch_delete(keys)
-        return self._result(keys, self._wait(bid, timeout))
+        raw = check_keys(keys)
+        return self._result(raw, self._wait(self._conn.submit_batch_delete(raw), timeout))
 
     # -- single keys ---------------------------------------------------------------
 
@@ -190,8 +190,7 @@ class Client:
             raise ConnectionClosedError("client is closed")
 
     @staticmethod
-    def _result(keys: Sequence[KeyLike], c: Completion) -> BatchResult:
-        raw = [k.encode() if isinstance(k, str) else bytes(k) for k in keys]
+    def _result(raw: list[bytes], c: Completion) -> BatchResult:
         return BatchResult.from_completion(raw, c)
 
     @staticmethod
