@@ -597,7 +597,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         binary=args.server_binary, host=args.bind, port=args.port, args=recommended_args()
     )
     if threading.current_thread() is threading.main_thread():
+        # SIGTERM stops the server as Ctrl-C does. SIGINT is set explicitly because a
+        # shell starting us in the background (``respkv server &``) ignores it.
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         server.start()
     except ServerNotFoundError as exc:
@@ -802,7 +805,7 @@ def _doctor_settings(
     if maxmemory == "0":
         advice.append(
             "no maxmemory: the server grows until the OS kills it; set maxmemory "
-            "to what the cache may use (and a policy, see below)"
+            "to what the cache may use, and choose a maxmemory-policy"
         )
     elif policy == "noeviction":
         advice.append(
