@@ -450,6 +450,15 @@ def _check_memory(nbytes: int, what: str) -> None:
         )
 
 
+def _check_workers(counts: Sequence[int]) -> None:
+    """Reject worker counts ConnectionOptions would refuse, before any server starts."""
+    for n in counts:
+        try:
+            ConnectionOptions(num_workers=n)
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+
+
 def _chunk_bytes(mib: float) -> int:
     n = round(mib * MIB)
     if not 1 <= n <= MAX_CHUNK_BYTES:
@@ -487,6 +496,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    _check_workers([config.num_workers])
     info = _check_backend(args.backend)
     named = bool(args.url or args.host or args.port)
     _check_memory(config.total_bytes * (2 if named else 3), "this benchmark")
@@ -522,6 +532,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     workers = list(args.workers or _bench.SWEEP_WORKERS)
     if not chunk_sizes or not workers:
         raise CliError("--chunk-mb and --workers need at least one value", EXIT_USAGE)
+    _check_workers(workers)
     if args.plot:
         try:
             _bench.check_plotting()

@@ -225,6 +225,8 @@ def test_bench_failed_keys_exit_1(
         pytest.param(["bench", "--chunk-mb", "1024"], id="chunk-over-512MiB"),
         pytest.param(["bench", "--num-keys", "0"], id="no-keys"),
         pytest.param(["bench", "--num-workers", "0"], id="no-workers"),
+        pytest.param(["bench", "--num-workers", "100000"], id="too-many-workers"),
+        pytest.param(["sweep", "--workers", "1,100000"], id="sweep-too-many-workers"),
         pytest.param(["bench", "--backend", "fortran"], id="unknown-backend"),
         pytest.param(["bench", "--url", "ftp://127.0.0.1:1"], id="bad-url-scheme"),
         pytest.param(["bench", "--url", "resp://127.0.0.1:1", "--port", "2"], id="url-and-port"),
