@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import select
 import threading
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -54,6 +55,7 @@ class Client:
         self._fd = connector.event_fd()
         self._cond = threading.Condition()
         self._done: dict[int, Completion] = {}
+        self._abandoned: set[int] = set()
         self._draining = False
         self._closed = False
         self._admin: AdminConnection | None = None
@@ -199,13 +201,13 @@ class Client:
             raise ResultError(result.error or "operation failed")
 
     def _wait(self, batch_id: int, timeout: float | None) -> Completion:
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while batch_id not in self._done:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    # Its completion will still come; drop it then instead of keeping it.
+                    self._abandoned.add(batch_id)
                     raise TimeoutError(f"batch {batch_id} did not complete within {timeout} s")
                 if self._draining:
                     self._cond.wait(remaining)
@@ -219,6 +221,9 @@ class Client:
                     self._cond.acquire()
                     self._draining = False
                 for c in completions:
-                    self._done[c.batch_id] = c
+                    if c.batch_id in self._abandoned:
+                        self._abandoned.discard(c.batch_id)
+                    else:
+                        self._done[c.batch_id] = c
                 self._cond.notify_all()
             return self._done.pop(batch_id)

@@ -10,6 +10,7 @@ import pytest
 
 import respkv
 from respkv import ConnectionClosedError, ConnectionOptions, KeyStatus, ResultError
+from respkv._faultproxy import FaultProxy
 
 
 @pytest.fixture
@@ -80,3 +81,18 @@ def test_closed_client_raises(redis_options: ConnectionOptions, backend_name: st
         c.batch_exists(["k"])
     with pytest.raises(ConnectionClosedError):
         c.get("k")
+
+
+def test_wait_timeout_then_late_completion_is_dropped(
+    redis_options: ConnectionOptions, backend_name: str, fault_proxy: FaultProxy
+) -> None:
+    opts = redis_options.replace(host=fault_proxy.host, port=fault_proxy.port, num_workers=1)
+    with respkv.connect(opts, backend=backend_name) as c:
+        assert c.batch_set(["late"], [b"v"]).ok
+        fault_proxy.stall()
+        with pytest.raises(TimeoutError, match=r"did not complete within 0\.2 s"):
+            c.batch_exists(["late"], timeout=0.2)
+        fault_proxy.unstall()
+        # The next call drains the late completion too and must not keep it.
+        assert c.batch_exists(["late"]).hits == [True]
+        assert c._done == {} and c._abandoned == set()
