@@ -11,7 +11,18 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 PYTHON_PATHS = ["respkv", "tests", "conformance", "benchmarks", "noxfile.py"]
-TEST_DEPS = ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "hiredis>=2.0", "redis>=5", "numpy"]
+# cryptography (TLS test certificates) and matplotlib (the sweep plot) are optional for
+# users but installed for the tests, so that no test is skipped for want of them.
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-xdist>=3",
+    "hypothesis>=6",
+    "hiredis>=2.0",
+    "redis>=5",
+    "numpy",
+    "cryptography",
+    "matplotlib",
+]
 BUILD_DEPS = ["scikit-build-core>=0.10", "pybind11>=2.12", "cmake", "ninja"]
 
 
@@ -31,8 +42,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over respkv, tests, conformance, benchmarks and this file."""
-    # cryptography: the TLS fixtures use it for certificates (openssl CLI otherwise).
-    session.install("mypy>=1.10", "nox", "cryptography", *TEST_DEPS)
+    session.install("mypy>=1.10", "nox", *TEST_DEPS)
     _install(session, env={"RESPKV_BUILD_NATIVE": "OFF"})
     session.run("mypy", "--strict", *PYTHON_PATHS)
 

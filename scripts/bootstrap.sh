@@ -15,7 +15,8 @@ fi
 PY=${PYTHON:-python3}
 $PY -m pip install -q --disable-pip-version-check \
   "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
-  "pytest>=8" "pytest-xdist>=3" "hypothesis>=6" "hiredis>=2.0" "redis>=5" numpy
+  "pytest>=8" "pytest-xdist>=3" "hypothesis>=6" "hiredis>=2.0" "redis>=5" numpy \
+  cryptography matplotlib
 $PY -m pip install -q --disable-pip-version-check --no-build-isolation --force-reinstall --no-deps .
 # pyenv puts console scripts behind shims that exist only after a rehash.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
