@@ -837,3 +837,36 @@ def test_fast_path_packers_agree_with_pack_command() -> None:
     assert pack_set_header(b"k", len(value)) + value + b"\r\n" == joined(
         pack_command("SET", b"k", value)
     )
+
+
+# --------------------------------------------------------------------------- gets_many
+
+_SMALL_REPLY = st.one_of(
+    st.sampled_from([b":0\r\n", b":1\r\n"]),
+    st.integers(-5, 100).map(lambda n: b":%d\r\n" % n),
+    st.sampled_from([b"-NOAUTH Authentication required.\r\n", b"+OK\r\n", b"$-1\r\n"]),
+    st.just(b"$4\r\n:1\r\n\r\n"),  # a bulk whose payload looks like a fast-path reply
+)
+
+
+@EXAMPLES
+@given(data=st.data(), wire_parts=st.lists(_SMALL_REPLY, min_size=1, max_size=40))
+def test_gets_many_equals_repeated_gets(data: st.DataObject, wire_parts: list[bytes]) -> None:
+    """The fast path of gets_many (runs of ':0'/':1') returns exactly what gets() would,
+    whatever the chunking and the limits."""
+    wire = b"".join(wire_parts)
+    points = data.draw(st.lists(st.integers(0, len(wire)), max_size=10), label="cuts")
+    reference = [norm(v) for v in parse_chunks(Reader(), cut(wire, points))]
+    reader = Reader()
+    got: list[Any] = []
+    for chunk in cut(wire, points):
+        reader.feed(chunk)
+        while True:
+            limit = data.draw(st.integers(1, 8), label="limit")
+            batch = reader.gets_many(limit)
+            assert len(batch) <= limit
+            got += [norm(v) for v in batch]
+            if len(batch) < limit:
+                break
+    assert got == reference
+    assert reader.gets() is NEED_DATA and reader.buffered == 0
