@@ -12,7 +12,7 @@ from typing import Final, cast
 
 from respkv._compat import BufferLike
 
-__all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "check_buffers", "check_keys"]
+__all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "CheckedKeys", "check_buffers", "check_keys"]
 
 #: Longest key accepted. Redis allows up to 512 MiB, but a KV-cache key is a short
 #: hash; anything this long is a bug in the caller, caught before it costs bandwidth.
@@ -21,8 +21,20 @@ MAX_KEY_BYTES: Final = 64 * 1024
 MAX_VALUE_BYTES: Final = 512 * 1024 * 1024
 
 
+class CheckedKeys(list[bytes]):
+    """Keys that :func:`check_keys` has already validated and encoded.
+
+    The clients validate once and hand this list to the connector, whose own call of
+    :func:`check_keys` then returns it as is instead of checking every key again.
+    """
+
+    __slots__ = ()
+
+
 def check_keys(keys: Sequence[object]) -> list[bytes]:
     """Keys as bytes (``str`` is UTF-8 encoded). Raises on a bad or empty batch."""
+    if type(keys) is CheckedKeys:
+        return keys
     if isinstance(keys, (str, bytes, bytearray, memoryview)):
         raise TypeError("keys must be a sequence of str or bytes, not a single key")
     try:
@@ -36,14 +48,14 @@ def check_keys(keys: Sequence[object]) -> list[bytes]:
     # EXISTS batch); anything unusual falls through to the loop that names the index.
     kinds = set(map(type, keys))
     if kinds in ({bytes}, {str}):
-        fast: list[bytes] | None
+        fast: CheckedKeys | None
         if str in kinds:
             try:
-                fast = [k.encode() for k in cast("Sequence[str]", keys)]
+                fast = CheckedKeys(map(str.encode, cast("Sequence[str]", keys)))
             except UnicodeEncodeError:
                 fast = None
         else:
-            fast = list(cast("Sequence[bytes]", keys))
+            fast = CheckedKeys(cast("Sequence[bytes]", keys))
         if fast is not None:
             lengths = list(map(len, fast))
             if min(lengths) > 0 and max(lengths) <= MAX_KEY_BYTES:
@@ -52,7 +64,7 @@ def check_keys(keys: Sequence[object]) -> list[bytes]:
 
 
 def _check_keys_slowly(keys: Sequence[object]) -> list[bytes]:
-    out: list[bytes] = []
+    out = CheckedKeys()
     append = out.append
     for i, key in enumerate(keys):
         if type(key) is bytes:
