@@ -162,3 +162,14 @@ def test_rows_of_a_2d_array_are_buffers() -> None:
     assert [v.nbytes for v in views] == [16, 16, 16]
     views[2][0] = 9
     assert block[2, 0] == 9
+
+
+def test_checked_keys_pass_through_unchanged() -> None:
+    from respkv._validate import CheckedKeys
+
+    first = check_keys(["a", "b"])
+    assert type(first) is CheckedKeys and first == [b"a", b"b"]
+    assert check_keys(first) is first  # the connector does not check again
+    slow = check_keys(["a", b"b"])  # mixed types take the slow path: checked all the same
+    assert type(slow) is CheckedKeys and slow == [b"a", b"b"]
+    assert check_keys(list(first)) is not first
