@@ -135,12 +135,12 @@ class NativeConnector:
         if not done:
             return []
         out = []
-        statuses_of = _STATUSES
+        status_of = _STATUSES.__getitem__
         with self._lock:
             for batch_id, op, statuses, errors in done:
                 self._views.pop(batch_id, None)
                 out.append(
-                    make_completion(batch_id, _OPS[op], [statuses_of[s] for s in statuses], errors)
+                    make_completion(batch_id, _OPS[op], list(map(status_of, statuses)), errors)
                 )
         return out
 
