@@ -20,6 +20,8 @@ from respkv._contract import (
     BatchResult,
     Completion,
     Connector,
+    ErrorKind,
+    Failure,
     KeyStatus,
     Op,
 )
@@ -27,6 +29,7 @@ from respkv._options import ConnectionOptions, TLSOptions
 from respkv.errors import (
     ConfigError,
     ConnectionClosedError,
+    ForkedError,
     ProtocolError,
     ReplyError,
     RespkvError,
@@ -49,6 +52,9 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionOptions",
     "Connector",
+    "ErrorKind",
+    "Failure",
+    "ForkedError",
     "KeyStatus",
     "Op",
     "ProtocolError",

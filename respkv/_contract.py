@@ -20,15 +20,17 @@ Per-key statuses (:class:`KeyStatus`):
                    stays in sync.
 ``SERVER_ERROR``   the server answered with an error reply (``-OOM``, ``-NOAUTH``..).
 ``IO_ERROR``       the connection broke (or could not be made) with this key in flight.
-``TIMEOUT``        the per-operation deadline passed with this key in flight.
-``CANCELLED``      the connector was closed before this key was sent.
+``TIMEOUT``        ``op_timeout`` passed with this key in flight, or the batch's own
+                   deadline (``timeout=``) passed before the key finished.
+``CANCELLED``      ``cancel()`` or ``close()`` ended the batch before the key finished.
 ``PROTOCOL_ERROR`` the server's reply was not valid RESP2 (connection dropped).
 =================  ==========================================================
 
 A batch is ``ok`` when no key has a failure status (``MISS`` is an answer, not a
-failure). ``error`` is ``None`` when ``ok``, else a readable summary naming how many
-keys failed and the first failure; ``errors`` holds one message per key (``None`` where
-the key did not fail).
+failure). Every failed key carries a :class:`~respkv._failure.Failure` record (kind,
+numbers, the server's reply): ``Completion.failures``. Its status follows from its kind,
+and its message is formatted in Python for both backends; ``errors`` (one message per
+key) and ``error`` (a summary, ``None`` when ``ok``) are those messages.
 """
 
 from __future__ import annotations
@@ -39,50 +41,32 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from respkv._compat import BufferLike
+from respkv._failure import STATUS_OF_KIND, ErrorKind, Failure, format_failure, summarize
+from respkv._status import FAILURE_STATUSES, KeyStatus
 
 __all__ = [
     "CONTRACT_VERSION",
     "FAILURE_STATUSES",
+    "STATUS_OF_KIND",
     "BatchResult",
     "Completion",
     "Connector",
+    "ErrorKind",
+    "Failure",
     "KeyLike",
     "KeyStatus",
     "Op",
+    "format_failure",
+    "make_completion",
+    "summarize",
 ]
 
 #: Bumped whenever the contract between the Python layer and a backend changes
 #: (statuses, the native module's entry points). A native module built for another
 #: version is not used by ``auto`` selection.
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 
 KeyLike = str | bytes
-
-
-class KeyStatus(enum.IntEnum):
-    """Outcome of one key in one batch. Values are part of the contract (native too)."""
-
-    OK = 0
-    MISS = 1
-    SIZE_MISMATCH = 2
-    SERVER_ERROR = 3
-    IO_ERROR = 4
-    TIMEOUT = 5
-    CANCELLED = 6
-    PROTOCOL_ERROR = 7
-
-
-#: Statuses that make a batch not ``ok``.
-FAILURE_STATUSES = frozenset(
-    {
-        KeyStatus.SIZE_MISMATCH,
-        KeyStatus.SERVER_ERROR,
-        KeyStatus.IO_ERROR,
-        KeyStatus.TIMEOUT,
-        KeyStatus.CANCELLED,
-        KeyStatus.PROTOCOL_ERROR,
-    }
-)
 
 
 class Op(enum.IntEnum):
@@ -96,19 +80,32 @@ class Op(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One finished batch, reported exactly once by ``drain_completions``."""
+    """One finished batch, reported exactly once by ``drain_completions``.
+
+    ``failures[i]`` is the :class:`Failure` record of key ``i`` (``None`` where the key
+    did not fail); ``errors`` and ``error`` are its readable forms.
+    """
 
     batch_id: int
     op: Op
     ok: bool
-    error: str | None
     statuses: tuple[KeyStatus, ...]
-    errors: tuple[str | None, ...]
+    failures: tuple[Failure | None, ...]
 
     @property
     def hits(self) -> int:
         """Number of keys whose status is ``OK``."""
         return sum(1 for s in self.statuses if s is KeyStatus.OK)
+
+    @property
+    def errors(self) -> tuple[str | None, ...]:
+        """One message per key (``None`` where the key did not fail)."""
+        return tuple(None if f is None else format_failure(f) for f in self.failures)
+
+    @property
+    def error(self) -> str | None:
+        """``None`` when ``ok``, else how many keys failed and the first failure."""
+        return None if self.ok else summarize(self.statuses, self.failures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +114,25 @@ class BatchResult:
 
     keys: tuple[bytes, ...]
     statuses: tuple[KeyStatus, ...]
-    errors: tuple[str | None, ...]
+    failures: tuple[Failure | None, ...]
     ok: bool
-    error: str | None
 
     @classmethod
     def from_completion(cls, keys: Sequence[bytes], c: Completion) -> BatchResult:
-        return cls(tuple(keys), c.statuses, c.errors, c.ok, c.error)
+        return cls(tuple(keys), c.statuses, c.failures, c.ok)
 
     def __len__(self) -> int:
         return len(self.statuses)
+
+    @property
+    def errors(self) -> tuple[str | None, ...]:
+        """One message per key (``None`` where the key did not fail)."""
+        return tuple(None if f is None else format_failure(f) for f in self.failures)
+
+    @property
+    def error(self) -> str | None:
+        """``None`` when ``ok``, else how many keys failed and the first failure."""
+        return None if self.ok else summarize(self.statuses, self.failures)
 
     @property
     def hits(self) -> list[bool]:
@@ -139,50 +145,88 @@ class BatchResult:
         return [i for i, s in enumerate(self.statuses) if s in FAILURE_STATUSES]
 
 
-def summarize(statuses: Sequence[KeyStatus], errors: Sequence[str | None]) -> str | None:
-    """The ``Completion.error`` text: ``None`` when no key failed."""
-    # OK (0) and MISS (1) are the only non-failures: one max() decides the common case.
-    if not statuses or max(statuses) <= KeyStatus.MISS:
-        return None
-    failed = [i for i, s in enumerate(statuses) if s in FAILURE_STATUSES]
-    first = failed[0]
-    detail = errors[first] or statuses[first].name
-    name = statuses[first].name
-    return f"{len(failed)} of {len(statuses)} keys failed; key {first}: {name}: {detail}"
-
-
 def make_completion(
-    batch_id: int, op: Op, statuses: Sequence[KeyStatus], errors: Sequence[str | None]
+    batch_id: int,
+    op: Op,
+    statuses: Sequence[KeyStatus],
+    failures: Sequence[Failure | None] | None = None,
 ) -> Completion:
-    """Build a Completion, deriving ``ok`` and ``error`` from the per-key results."""
-    err = summarize(statuses, errors)
-    return Completion(batch_id, op, err is None, err, tuple(statuses), tuple(errors))
+    """Build a Completion. Where ``failures[i]`` is set, the key's status is the one its
+    kind maps to (:data:`STATUS_OF_KIND`), whatever ``statuses[i]`` said; ``ok`` is
+    derived from the statuses. ``failures=None`` means no key failed."""
+    n = len(statuses)
+    if failures is None:
+        st = tuple(statuses)
+        fs: tuple[Failure | None, ...] = (None,) * n
+    else:
+        if len(failures) != n:
+            raise ValueError(f"{len(failures)} failures for {n} statuses")
+        fs = tuple(failures)
+        st = tuple(s if f is None else STATUS_OF_KIND[f.kind] for s, f in zip(statuses, fs))
+    ok = not st or max(st) <= KeyStatus.MISS
+    return Completion(batch_id, op, ok, st, fs)
 
 
 @runtime_checkable
 class Connector(Protocol):
     """The low-level engine both backends implement. Thread-safe: any method may be
     called from any thread. Submissions are non-blocking and validate their input
-    before any I/O (``TypeError`` / ``ValueError`` naming the offending index)."""
+    before any I/O (``TypeError`` / ``ValueError`` naming the offending index).
+
+    ``timeout`` on a submit is the batch's own deadline, in seconds from the submit
+    (``None``: only ``op_timeout`` applies). When it passes, every key of the batch not
+    yet finished ends ``TIMEOUT`` (kind ``DEADLINE``) and the batch completes at once: a
+    connection with keys of the batch in flight is dropped, so that no worker touches
+    the batch's buffers after its completion has been queued. Other keys in flight on
+    that connection end ``IO_ERROR`` (kind ``ABORTED``).
+
+    Buffers: a worker reads (SET) or writes (GET) a batch's buffers only until the
+    batch's completion is queued, never after. The caller keeps them alive and unchanged
+    until then; the clients do this for users.
+
+    A connector belongs to the process that opened it. After ``fork()`` every method
+    but ``close()`` raises :class:`~respkv.errors.ForkedError` in the child, and
+    ``close()`` there only releases what the child holds (it never joins threads the
+    child does not have).
+    """
 
     def event_fd(self) -> int:
         """A file descriptor that is readable while completions are waiting."""
         ...
 
-    def submit_batch_set(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
+    def submit_batch_set(
+        self,
+        keys: Sequence[KeyLike],
+        buffers: Sequence[BufferLike],
+        *,
+        timeout: float | None = None,
+    ) -> int:
         """Store ``buffers[i]`` under ``keys[i]``. Buffers stay referenced until done."""
         ...
 
-    def submit_batch_get(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
+    def submit_batch_get(
+        self,
+        keys: Sequence[KeyLike],
+        buffers: Sequence[BufferLike],
+        *,
+        timeout: float | None = None,
+    ) -> int:
         """Fetch each value into ``buffers[i]`` (writable, exactly the value's size)."""
         ...
 
-    def submit_batch_exists(self, keys: Sequence[KeyLike]) -> int:
+    def submit_batch_exists(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
         """Per key: ``OK`` when it exists, ``MISS`` when not."""
         ...
 
-    def submit_batch_delete(self, keys: Sequence[KeyLike]) -> int:
+    def submit_batch_delete(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
         """Per key: ``OK`` when removed, ``MISS`` when it was not there."""
+        ...
+
+    def cancel(self, batch_id: int) -> bool:
+        """Ask for a batch to end now; non-blocking. Keys not finished end ``CANCELLED``
+        (kind ``CANCELLED``) and the batch's completion is still delivered, once, promptly
+        (the same dropping rule as a deadline). ``False`` when the batch had already
+        completed or is unknown."""
         ...
 
     def drain_completions(self) -> list[Completion]:
@@ -191,5 +235,6 @@ class Connector(Protocol):
 
     def close(self) -> None:
         """Idempotent. Stops accepting work, completes pending batches with
-        ``CANCELLED`` (or their in-flight failure), joins the workers."""
+        ``CANCELLED`` (kind ``CLOSED``, or their in-flight failure), joins the workers
+        and releases every descriptor, the event fd included."""
         ...

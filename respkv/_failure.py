@@ -208,4 +208,5 @@ def summarize(statuses: Sequence[KeyStatus], failures: Sequence[Failure | None])
     first = failed[0]
     f = failures[first]
     detail = f.message if f is not None else statuses[first].name
-    return f"{len(failed)} of {len(statuses)} keys failed; key {first}: {statuses[first].name}: {detail}"
+    name = statuses[first].name
+    return f"{len(failed)} of {len(statuses)} keys failed; key {first}: {name}: {detail}"

@@ -24,9 +24,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["ConnectionOptions", "TLSOptions"]
+from respkv.errors import ConfigError
+
+__all__ = ["MAX_TIMEOUT", "ConnectionOptions", "TLSOptions"]
 
 MIB: Final = 1024 * 1024
+#: Longest timeout accepted anywhere (``connect_timeout``, ``op_timeout``, a batch's
+#: ``timeout``): one day. Longer is no deadline at all in practice, and the OS waits
+#: underneath (``poll``'s int milliseconds, ``settimeout``) overflow near 24.8 days, so
+#: an "infinite" timeout is refused with this bound named instead of hanging a worker.
+MAX_TIMEOUT: Final = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,11 @@ class ConnectionOptions:
         if self.db < 0:
             problems.append(f"db must be >= 0, got {self.db}")
         for name in ("connect_timeout", "op_timeout"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not 0 < value <= MAX_TIMEOUT:  # also False for nan
+                problems.append(
+                    f"{name} must be > 0 and at most MAX_TIMEOUT ({MAX_TIMEOUT:g} s), got {value}"
+                )
         for name in ("window_values", "window_bytes", "window_small"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -82,7 +92,7 @@ class ConnectionOptions:
         if self.client_name and any(c.isspace() for c in self.client_name):
             problems.append("client_name must not contain whitespace")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
 
     def __repr__(self) -> str:
         parts = []

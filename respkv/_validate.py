@@ -11,8 +11,16 @@ from collections.abc import Sequence
 from typing import Final, cast
 
 from respkv._compat import BufferLike
+from respkv._options import MAX_TIMEOUT
 
-__all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "CheckedKeys", "check_buffers", "check_keys"]
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MAX_VALUE_BYTES",
+    "CheckedKeys",
+    "check_buffers",
+    "check_keys",
+    "check_timeout",
+]
 
 #: Longest key accepted. Redis allows up to 512 MiB, but a KV-cache key is a short
 #: hash; anything this long is a bug in the caller, caught before it costs bandwidth.
@@ -124,3 +132,22 @@ def check_buffers(buffers: Sequence[BufferLike], nkeys: int, *, writable: bool) 
             view = view.cast("B") if view.ndim else view.cast("B", (view.nbytes,))
         append(view)
     return out
+
+
+def check_timeout(timeout: object) -> float | None:
+    """A batch's ``timeout=`` as seconds, or ``None`` (no batch deadline).
+
+    Finite, > 0 and at most :data:`~respkv._options.MAX_TIMEOUT`; ``bool`` is refused
+    (``timeout=True`` is a bug, not one second)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
+    value = float(timeout)
+    if not 0 < value <= MAX_TIMEOUT:  # also False for nan
+        raise ValueError(
+            f"timeout must be > 0 and at most MAX_TIMEOUT ({MAX_TIMEOUT:g} s), got {timeout}"
+        )
+    return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConnectionClosedError",
+    "ForkedError",
     "ProtocolError",
     "ReplyError",
     "RespkvError",
@@ -48,6 +49,16 @@ class ReplyError(RespkvError):
 
 class ConnectionClosedError(RespkvError):
     """The connector or client was closed; no new work is accepted."""
+
+
+class ForkedError(ConnectionClosedError):
+    """A connector or client was used in a process forked from the one that opened it.
+
+    Its worker threads exist only in the parent, so in the child it can never complete
+    anything. A child process must open its own connection (``respkv.connect`` again,
+    after the fork); ``close()`` on the inherited object is safe and only releases what
+    the child holds.
+    """
 
 
 class ConfigError(RespkvError, ValueError):
