@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - nox runs on 3.11+ here
+    import tomli as tomllib
 
 import nox
 
@@ -11,24 +17,20 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 PYTHON_PATHS = ["respkv", "tests", "conformance", "benchmarks", "noxfile.py"]
+_PYPROJECT = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text())
+# The one list of test dependencies is pyproject's `test` extra (bootstrap installs the same).
 # cryptography (TLS test certificates) and matplotlib (the sweep plot) are optional for
 # users but installed for the tests, so that no test is skipped for want of them.
-TEST_DEPS = [
-    "pytest>=8",
-    "pytest-xdist>=3",
-    "hypothesis>=6",
-    "hiredis>=2.0",
-    "redis>=5",
-    "numpy",
-    "cryptography",
-    "matplotlib",
-]
-BUILD_DEPS = ["scikit-build-core>=0.10", "pybind11>=2.12", "cmake", "ninja"]
+TEST_DEPS: list[str] = _PYPROJECT["project"]["optional-dependencies"]["test"]
+# What the build needs without isolation: pyproject's build requirements plus the tools.
+BUILD_DEPS: list[str] = [*_PYPROJECT["build-system"]["requires"], "cmake", "ninja"]
+# Warnings are errors in every developer build (a user's `pip install` keeps them off).
+WERROR = {"RESPKV_WERROR": "ON"}
 
 
 def _install(session: nox.Session, *, env: dict[str, str] | None = None) -> None:
     session.install(*BUILD_DEPS)
-    session.install("--no-build-isolation", "-v", ".", env=env or {})
+    session.install("--no-build-isolation", "-v", ".", env={**WERROR, **(env or {})})
 
 
 @nox.session
@@ -65,6 +67,7 @@ def dev(session: nox.Session) -> None:
         "-Ceditable.rebuild=true",
         "-e",
         ".",
+        env=WERROR,
     )
 
 
