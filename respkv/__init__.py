@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from respkv._backend import BackendInfo, select_backend
+from respkv._backend import BackendInfo, open_connector, select_backend
 from respkv._contract import (
     CONTRACT_VERSION,
     BatchResult,
@@ -67,18 +67,6 @@ __all__ = [
     "connect",
     "open_connector",
 ]
-
-
-def open_connector(options: ConnectionOptions, backend: str | None = None) -> Connector:
-    """A low-level :class:`Connector` on the selected backend (see ``respkv.backend``)."""
-    info = select_backend(backend, tls=options.tls is not None)
-    if info.name == "native":
-        from respkv._native import NativeConnector
-
-        return NativeConnector(options)
-    from respkv._pyengine import PyConnector
-
-    return PyConnector(options)
 
 
 def connect(source: Any = None, *, backend: str | None = None, **overrides: Any) -> Client:

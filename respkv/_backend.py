@@ -9,6 +9,10 @@
 
 Any other value raises ``ValueError`` listing the valid ones. The choice is made on
 first use and shown by ``respkv.backend`` and ``python -m respkv``.
+
+:func:`open_connector` lives here too: it is what the selection is for, and the clients
+import it from here (never from the package root), so dependencies point one way:
+``respkv/__init__`` -> clients -> ``_backend`` -> engines.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Final
 
-from respkv._contract import CONTRACT_VERSION
+from respkv._contract import CONTRACT_VERSION, Connector
+from respkv._options import ConnectionOptions
 
-__all__ = ["VALID_BACKENDS", "BackendInfo", "load_native", "select_backend"]
+__all__ = ["VALID_BACKENDS", "BackendInfo", "load_native", "open_connector", "select_backend"]
 
 VALID_BACKENDS: Final = ("auto", "python", "native")
 
@@ -82,3 +87,15 @@ def select_backend(requested: str | None = None, *, tls: bool = False) -> Backen
             )
         return BackendInfo("python", requested, "TLS requested and the native backend has no TLS")
     return BackendInfo("native", requested, "native module loaded, contract version matches")
+
+
+def open_connector(options: ConnectionOptions, backend: str | None = None) -> Connector:
+    """A low-level :class:`Connector` on the selected backend (see ``respkv.backend``)."""
+    info = select_backend(backend, tls=options.tls is not None)
+    if info.name == "native":
+        from respkv._native import NativeConnector
+
+        return NativeConnector(options)
+    from respkv._pyengine import PyConnector
+
+    return PyConnector(options)

@@ -44,7 +44,7 @@ class AsyncClient:
         backend: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        from respkv import open_connector
+        from respkv._backend import open_connector
 
         self.options = options
         self.backend: BackendInfo = select_backend(backend, tls=options.tls is not None)

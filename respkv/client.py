@@ -43,7 +43,7 @@ class Client:
     ) -> None:
         self.options = options
         if connector is None:
-            from respkv import open_connector
+            from respkv._backend import open_connector
 
             self.backend: BackendInfo = select_backend(backend, tls=options.tls is not None)
             connector = open_connector(options, self.backend.name)

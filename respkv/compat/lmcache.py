@@ -40,7 +40,7 @@ class LMCacheRedisClient:
         username: str = "",
         password: str = "",
     ) -> None:
-        from respkv import open_connector
+        from respkv._backend import open_connector
 
         options = ConnectionOptions(
             host=host, port=port, num_workers=num_workers, username=username, password=password
