@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import stat
 import typing
@@ -42,7 +43,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from respkv._options import ConnectionOptions, TLSOptions
 from respkv.chunksize import parse_size
 from respkv.errors import ConfigError
-from respkv.eviction import EvictionConfig
+from respkv.eviction import VALID_POLICIES, EvictionConfig
 
 __all__ = [
     "ENV_FALLBACKS",
@@ -102,6 +103,27 @@ EVICTION_KEYS: Final[dict[str, type]] = {
 #: The value ``type`` must have (the reference's adapter type).
 CONFIG_TYPE: Final = "resp"
 
+# LMCache's generic L2-adapter keys (lmcache 0.5.6, ``v1/distributed/l2_adapters/config.py``
+# ``parse_args_to_l2_adapters_config`` and ``L2AdapterConfigBase``). They configure LMCache
+# itself (which L1 buffers an adapter uses, serde, persistence, LMCache's eviction logging),
+# not the connection, so one adapter JSON can serve LMCache and respkv: they are accepted,
+# their types checked, and otherwise ignored with a debug log line naming them.
+LMCACHE_GENERIC_KEYS: Final[dict[str, type]] = {
+    "affinity_tag": str,
+    "shared": bool,
+    "persist_enabled": bool,
+    "serde": dict,
+    "per_op_workers": dict,
+}
+#: LMCache's eviction keys respkv's KV store has no use for (its eviction loop's logging).
+LMCACHE_EVICTION_KEYS: Final[dict[str, type]] = {
+    "extra_logging_enabled": bool,
+    "extra_logging_interval": float,
+}
+#: Eviction policies LMCache offers that respkv's KV store does not implement.
+LMCACHE_ONLY_POLICIES: Final = ("ARC", "IsolatedLRU")
+_log = logging.getLogger(__name__)
+
 
 def _connection_keys() -> dict[str, type]:
     """ConnectionOptions' scalar fields and their types, read from the dataclass so a
@@ -120,7 +142,9 @@ def _connection_keys() -> dict[str, type]:
 
 CONNECTION_KEYS: Final[dict[str, type]] = _connection_keys()
 #: Every key a config mapping may have at its top level.
-VALID_KEYS: Final = ("type", "tls", "eviction", *CONNECTION_KEYS, *STORE_KEYS)
+VALID_KEYS: Final = (
+    "type", "tls", "eviction", *CONNECTION_KEYS, *STORE_KEYS, *LMCACHE_GENERIC_KEYS
+)  # fmt: skip
 #: Keys that a URL carries in its authority or path, not in its query string.
 _URL_AUTHORITY_KEYS: Final = frozenset({"host", "port", "username", "password", "unix_path"})
 
@@ -396,6 +420,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> RespkvConfig:
     kind_value = raw.pop("type", None)
     if kind_value is not None and str(kind_value).lower() != CONFIG_TYPE:
         raise ConfigError(f"config key 'type' must be {CONFIG_TYPE!r}, got {kind_value!r}")
+    _drop_lmcache_keys(raw, LMCACHE_GENERIC_KEYS, "")
 
     conn: dict[str, Any] = {}
     for key, kind in CONNECTION_KEYS.items():
@@ -425,6 +450,17 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> RespkvConfig:
         eviction=_build_eviction(raw.get("eviction")),
         recover_usage=store.get("recover_usage", False),
     )
+
+
+def _drop_lmcache_keys(raw: dict[str, Any], keys: Mapping[str, type], where: str) -> None:
+    """Remove LMCache's own keys from ``raw`` after checking their types (debug-logged)."""
+    dropped = [k for k in keys if k in raw]
+    for key in dropped:
+        value = raw.pop(key)
+        if value is not None:
+            _typed(key, value, keys[key], where)
+    if dropped:
+        _log.debug("ignoring LMCache-only config keys: %s", ", ".join(where + k for k in dropped))
 
 
 def _apply_env(conn: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -472,7 +508,17 @@ def _build_eviction(value: object) -> EvictionConfig | None:
         return value
     if not isinstance(value, Mapping):
         raise ConfigError(f"config key 'eviction': expected an object, got {type(value).__name__}")
-    _check_keys(value, tuple(EVICTION_KEYS), "eviction.")
+    _check_keys(value, (*EVICTION_KEYS, *LMCACHE_EVICTION_KEYS), "eviction.")
+    value = dict(value)
+    _drop_lmcache_keys(value, LMCACHE_EVICTION_KEYS, "eviction.")
+    policy = value.get("eviction_policy")
+    if isinstance(policy, str) and policy.lower() in {p.lower() for p in LMCACHE_ONLY_POLICIES}:
+        raise ConfigError(
+            f"config key 'eviction.eviction_policy': {policy!r} is an LMCache policy that "
+            f"respkv's KV store does not implement; supported: {', '.join(VALID_POLICIES)}. "
+            "(Inside LMCache, its own L2EvictionController runs ARC and IsolatedLRU: put the "
+            "policy in LMCache's adapter JSON, around the respkv plugin.)"
+        )
     fields = {
         k: _typed(k, v, EVICTION_KEYS[k], "eviction.") for k, v in value.items() if v is not None
     }
