@@ -1,0 +1,172 @@
+"""What every case of the fault matrix asserts, in one place (used by ``conformance/``).
+
+A KV cache that reports a wrong value as a hit corrupts a model's output silently, so
+the matrix checks data before anything else:
+
+* **Values encode their key.** :func:`keyed_value` derives every byte of a value from
+  its key and length (printable bytes, so no CR LF pair can appear inside a value and
+  make a wrong length look well terminated). A GET buffer is **poisoned** first
+  (:data:`POISON`, a byte no value contains); after the batch, a key reported ``OK``
+  must hold exactly its own value (:func:`check_hits`). A value of another key, a
+  shifted reply, a partial payload or an untouched buffer all fail the check.
+* **Precise outcomes.** :func:`expect` compares each key's status and
+  :class:`~respkv.ErrorKind` with what the case predicts, and checks the contract's
+  bookkeeping: every failed key carries a :class:`~respkv.Failure` whose kind maps to
+  its status, ``address`` is filled, no key that did not fail carries one.
+* **Bounded time.** :func:`finish` waits for one batch on the event fd (``selectors``:
+  no limit on descriptor numbers) and fails the case as a hang past its bound.
+* **Recovery.** :func:`recover` runs a fresh SET and GET round trip on the *same*
+  connector object after the fault is gone.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import selectors
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from respkv._contract import STATUS_OF_KIND, Completion, Connector, ErrorKind, KeyStatus
+
+__all__ = [
+    "POISON",
+    "Outcome",
+    "check_hits",
+    "expect",
+    "finish",
+    "keyed_value",
+    "poisoned",
+    "recover",
+]
+
+#: Fills GET buffers before a batch: outside the printable range every value uses.
+POISON: Final = 0xEE
+#: Bytes a keyed value is made of: printable ASCII (0x20..0x7E), never CR or LF.
+_LOW, _HIGH = 0x20, 0x7F
+#: Bound on a recovery round trip: generous, since a reconnect may wait a backoff.
+RECOVER_WITHIN: Final = 15.0
+
+_unclaimed: dict[int, dict[int, Completion]] = {}
+
+
+#: Maps any byte onto the printable range.
+_PRINTABLE: Final = bytes(_LOW + b % (_HIGH - _LOW) for b in range(256))
+
+
+@functools.lru_cache(maxsize=256)
+def _keyed(key: bytes, size: int) -> bytes:
+    stream = hashlib.shake_256(b"%d:%b" % (size, key)).digest(size)
+    return stream.translate(_PRINTABLE)
+
+
+def keyed_value(key: str | bytes, size: int) -> bytes:
+    """The value of ``key`` at ``size`` bytes: every byte derived from both."""
+    return _keyed(key.encode() if isinstance(key, str) else key, size)
+
+
+def poisoned(size: int) -> bytearray:
+    """A GET buffer filled with :data:`POISON`."""
+    return bytearray([POISON]) * size
+
+
+def finish(conn: Connector, batch_id: int, within: float) -> Completion:
+    """Wait (on the event fd) for ``batch_id``; fail as a hang after ``within`` seconds.
+
+    Completions of other batches are kept for their own call, and a batch reported
+    twice fails the case.
+    """
+    store = _unclaimed.setdefault(id(conn), {})
+    deadline = time.monotonic() + within
+    with selectors.DefaultSelector() as sel:
+        sel.register(conn.event_fd(), selectors.EVENT_READ)
+        while batch_id not in store:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"batch {batch_id} did not complete within {within} s (hang)")
+            sel.select(remaining)
+            for c in conn.drain_completions():
+                assert c.batch_id not in store, f"batch {c.batch_id} completed twice"
+                store[c.batch_id] = c
+    return store.pop(batch_id)
+
+
+def check_hits(c: Completion, keys: Sequence[str | bytes], buffers: Sequence[Any]) -> int:
+    """Every key reported ``OK`` holds exactly its own value; returns how many did."""
+    assert len(c.statuses) == len(keys) == len(buffers)
+    hits = 0
+    for i, (status, key, buf) in enumerate(zip(c.statuses, keys, buffers)):
+        if status is KeyStatus.OK:
+            got = bytes(memoryview(buf).cast("B"))
+            want = keyed_value(key, len(got))
+            if got != want:
+                poison = got.count(POISON)
+                raise AssertionError(
+                    f"WRONG DATA: key {i} ({key!r}) reported OK but its buffer does not hold "
+                    f"its value ({poison} of {len(got)} bytes still poison)"
+                )
+            hits += 1
+    return hits
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a case predicts for one key: a status, and for a failure its kind and the
+    fields that must hold (``in_flight``, ``errno`` in a set, the server's ``code``...)."""
+
+    status: KeyStatus
+    kind: ErrorKind | None = None
+    in_flight: bool | None = None
+    errnos: frozenset[int] | None = None
+    code: str | None = None
+    timeout: float | None = None
+
+    def check(self, i: int, c: Completion, address: str | None) -> None:
+        status, f = c.statuses[i], c.failures[i]
+        where = f"key {i}: {status.name} {f!r}"
+        assert status is self.status, f"{where}: expected {self.status.name}"
+        if self.kind is None:
+            assert f is None, f"{where}: a key that did not fail carries a Failure"
+            return
+        assert f is not None, f"{where}: a failed key must carry a Failure"
+        assert f.kind is self.kind, f"{where}: expected kind {self.kind.name}"
+        assert STATUS_OF_KIND[f.kind] is status, f"{where}: status does not follow from kind"
+        if address is not None:
+            assert f.address == address, f"{where}: address {f.address!r} != {address!r}"
+        if self.in_flight is not None:
+            assert f.in_flight is self.in_flight, f"{where}: expected in_flight={self.in_flight}"
+        if self.errnos is not None:
+            assert f.errno in self.errnos, f"{where}: errno {f.errno} not in {set(self.errnos)}"
+        if self.code is not None:
+            assert f.code == self.code, f"{where}: expected server code {self.code}"
+        if self.timeout is not None:
+            assert f.timeout == self.timeout, f"{where}: expected timeout {self.timeout}"
+
+
+OK: Final = Outcome(KeyStatus.OK)
+MISS: Final = Outcome(KeyStatus.MISS)
+
+
+def expect(c: Completion, outcomes: Iterable[Outcome], address: str | None = None) -> None:
+    """Each key's status and failure as predicted, in order; ``ok`` consistent."""
+    predicted = list(outcomes)
+    assert len(predicted) == len(c.statuses), (
+        f"{len(c.statuses)} statuses, {len(predicted)} predicted"
+    )
+    for i, outcome in enumerate(predicted):
+        outcome.check(i, c, address)
+    assert c.ok is all(o.status in (KeyStatus.OK, KeyStatus.MISS) for o in predicted)
+
+
+def recover(conn: Connector, tag: str, size: int = 4096, within: float = RECOVER_WITHIN) -> None:
+    """A SET then GET round trip of fresh keys on the same connector, exact data."""
+    keys = [f"recover:{tag}:{i}" for i in range(3)]
+    values = [keyed_value(k, size + i) for i, k in enumerate(keys)]
+    s = finish(conn, conn.submit_batch_set(keys, values), within)
+    assert s.statuses == (KeyStatus.OK,) * 3, f"no recovery: SET gave {s.statuses} {s.failures}"
+    out = [poisoned(size + i) for i in range(3)]
+    g = finish(conn, conn.submit_batch_get(keys, out), within)
+    assert g.statuses == (KeyStatus.OK,) * 3, f"no recovery: GET gave {g.statuses} {g.failures}"
+    assert check_hits(g, keys, out) == 3
