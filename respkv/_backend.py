@@ -92,6 +92,12 @@ def select_backend(requested: str | None = None, *, tls: bool = False) -> Backen
 def open_connector(options: ConnectionOptions, backend: str | None = None) -> Connector:
     """A low-level :class:`Connector` on the selected backend (see ``respkv.backend``)."""
     info = select_backend(backend, tls=options.tls is not None)
+    from respkv._cluster.options import ClusterOptions
+
+    if isinstance(options, ClusterOptions):  # a cluster: the slot router over per-node connectors
+        from respkv._cluster.router import ClusterConnector
+
+        return ClusterConnector(options, backend=info.name)
     if info.name == "native":
         from respkv._native import NativeConnector
 

@@ -1,0 +1,12 @@
+"""Redis Cluster / Valkey Cluster support: the router and its parts.
+
+The public names are re-exported by :mod:`respkv.cluster`; see ``docs/cluster.md``.
+
+* :mod:`~respkv._cluster.slots`: key to hash slot (CRC16, hash tags);
+* :mod:`~respkv._cluster.options`: :class:`ClusterOptions` (seeds, redirect bounds);
+* :mod:`~respkv._cluster.topology`: the slot map from ``CLUSTER SHARDS`` / ``SLOTS``;
+* :mod:`~respkv._cluster.link`: a blocking node link whose failures are data;
+* :mod:`~respkv._cluster.batch`: the router's per-batch records, redirect parsing;
+* :mod:`~respkv._cluster.router`: :class:`ClusterConnector`, the Connector itself;
+* :mod:`~respkv._cluster.slowpath`: the map-refresh and ASK threads.
+"""

@@ -1,0 +1,687 @@
+"""The cluster router: one :class:`~respkv.Connector` over one connector per master.
+
+The plan. A submitted batch is validated once (the very checks the engines run), its
+keys are mapped to hash slots (:mod:`respkv._cluster.slots`) and slots to masters (the
+slot map, :mod:`respkv._cluster.topology`), and each master's share goes to that
+master's own connector (native or pure, chosen as for a single server) as one inner
+batch, all submitted at once from the caller's thread. Tiling over workers, windows,
+reconnects and op deadlines stay inside those connectors. A router thread
+(``respkv-cluster``) waits on every inner event fd, drains inner completions, writes
+each key's result into the caller's batch at the caller's index, and queues exactly
+one :class:`~respkv.Completion` per batch on its own event fd when the last key is in.
+
+Redirects come back as data: a key failed with ``Failure(kind=SERVER_ERROR)`` whose
+code (the reply's first word) is
+
+* ``MOVED <slot> <node>``: the slot lives elsewhere now. The router patches its map at
+  once, sends the key to that node, and asks for a full refresh in the background;
+* ``ASK <slot> <node>``: this one key is being migrated. It goes to the ASK path
+  (:mod:`respkv._cluster.slowpath`): ``ASKING`` and the command pipelined on a
+  dedicated blocking link to that node, because ASKING must precede the command on the
+  same connection and the connectors have no per-key pre-command. ASK happens only
+  while a slot migrates, so that path is built for being right, not fast;
+* ``TRYAGAIN`` / ``CLUSTERDOWN``: retried on the route of the moment after a backoff
+  (doubling from :data:`RETRY_BACKOFF_MIN` to :data:`RETRY_BACKOFF_MAX`), at most
+  ``cluster_retries`` times; CLUSTERDOWN also asks for a refresh.
+
+Each key may be redirected at most ``max_redirects`` times per batch; past that it ends
+with the last redirect's failure (SERVER_ERROR, the server's reply verbatim): a bound,
+never a loop. Any other failure is final and passed through unchanged (statuses,
+kinds, addresses and ``in_flight`` as the node's connector reported them). A connection
+failure (refused, lost, timed out) is *not* retried, since the outcome of a write in
+flight is unknown and a failover takes seconds; it marks the node suspect, which
+starts topology refreshes (every ``DEGRADED_REFRESH_INTERVAL`` while a suspect
+still owns slots, see :mod:`respkv._cluster.slowpath`), so the batches after a
+failover go to the promoted replica.
+
+Deadlines and cancel. A batch's ``timeout=`` is handed to each inner submit as the
+time left, and a router timer ends the keys the router itself holds (waiting for a map,
+a retry or the ASK path) when it passes; keys in flight then end through their
+connector's own deadline, or through ``cancel`` of their inner batch. ``cancel()`` does
+the same at once. Either way the completion waits for every inner completion (the
+buffer rule), which the connectors deliver promptly.
+
+Locking. One lock guards the router's state; inner submits and cancels (non-blocking)
+run under it, so an inner completion is never drained before its part is registered.
+Blocking work (reading the slot map, ASK calls, closing retired connectors) runs on the
+slow-path threads, never under the lock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import selectors
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from respkv._backend import select_backend
+from respkv._cluster.batch import (
+    ASKING,
+    DONE,
+    HELD,
+    REDIRECT_CODES,
+    RETRY_CODES,
+    SENT,
+    Parent,
+    Part,
+    parse_redirect,
+)
+from respkv._cluster.notify import Flag
+from respkv._cluster.options import ClusterOptions
+from respkv._cluster.slots import key_slot, slots_of
+from respkv._cluster.slowpath import AskJob, SlowPaths
+from respkv._cluster.topology import Topology
+from respkv._compat import BufferLike
+from respkv._contract import Completion, Connector, KeyLike, KeyStatus, Op, make_completion
+from respkv._failure import ErrorKind, Failure
+from respkv._options import ConnectionOptions
+from respkv._validate import CheckedKeys, check_buffers, check_keys, check_timeout
+from respkv.errors import ConnectionClosedError, ForkedError
+
+__all__ = ["ClusterConnector", "NodeFactory", "node_factory_for"]
+
+NodeFactory = Callable[[ConnectionOptions], Connector]
+
+#: First and longest pause before retrying a key answered TRYAGAIN/CLUSTERDOWN.
+RETRY_BACKOFF_MIN: Final = 0.05
+RETRY_BACKOFF_MAX: Final = 1.0
+#: Failure kinds that make a node suspect (its connection could not be used).
+SUSPECT_KINDS: Final = frozenset(
+    {ErrorKind.CONNECT_FAILED, ErrorKind.CONNECTION_LOST, ErrorKind.TIMED_OUT}
+)
+
+_FORKED: Final = (
+    "cluster connector used in a process forked from the one that opened it; "
+    "a child process must connect anew (respkv.connect after the fork)"
+)
+_TIMER_RETRY: Final = 0
+_TIMER_DEADLINE: Final = 1
+
+
+def node_factory_for(backend: str) -> NodeFactory:
+    """The connector class for one master on ``backend`` (``native`` or ``python``)."""
+    if backend == "native":
+        from respkv._native import NativeConnector
+
+        return NativeConnector
+    from respkv._pyengine import PyConnector
+
+    return PyConnector
+
+
+class _Node:
+    """One master's connector and what the router tracks about it."""
+
+    __slots__ = ("address", "conn", "keys_sent", "parts")
+
+    def __init__(self, address: str, conn: Connector) -> None:
+        self.address = address
+        self.conn = conn
+        self.parts = 0
+        self.keys_sent = 0
+
+
+class ClusterConnector:
+    """The Connector contract over a Redis/Valkey Cluster. Thread-safe."""
+
+    def __init__(
+        self,
+        options: ClusterOptions,
+        *,
+        backend: str | None = None,
+        node_factory: NodeFactory | None = None,
+    ) -> None:
+        if not isinstance(options, ClusterOptions):
+            raise TypeError(f"ClusterConnector needs ClusterOptions, not {type(options).__name__}")
+        self.options = options
+        if node_factory is None:
+            self.backend = select_backend(backend, tls=options.tls is not None).name
+            node_factory = node_factory_for(self.backend)
+        else:
+            self.backend = getattr(node_factory, "__name__", "custom")
+        self._factory = node_factory
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._next_id = 1
+        self._closed = False
+        self._parents: dict[int, Parent] = {}
+        self._parts: dict[tuple[_Node, int], Part] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._retired: list[_Node] = []
+        self._owners: list[str | None] | None = None
+        self._topology: Topology | None = None
+        self._waiting: list[tuple[Parent, list[int]]] = []
+        self._timers: list[tuple[float, int, int, Parent, list[int]]] = []
+        self._seq = itertools.count()
+        self._suspects: set[str] = set()
+        self._done: deque[Completion] = deque()
+        self._flag = Flag()
+        self._wake = Flag()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake.fileno(), selectors.EVENT_READ, None)
+        self._registered: dict[_Node, int] = {}
+        self._fds_dirty = False
+        self._stopping = False
+        #: Counters for tests and ``respkv bench``: redirects seen, retries, refreshes.
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("moved", "ask", "tryagain", "clusterdown", "redirect_limit", "retry_limit",
+             "refreshes", "refresh_failures", "batches", "split_batches"), 0,
+        )  # fmt: skip
+        self._slow = SlowPaths(self)
+        self._thread = threading.Thread(target=self._run, name="respkv-cluster", daemon=True)
+        self._thread.start()
+        self._slow.start()
+        self._slow.request_refresh(0.0)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._nodes)} masters"
+        return f"ClusterConnector({','.join(self.options.seeds)}, {self.backend}, {state})"
+
+    # -- the contract --------------------------------------------------------------
+
+    def event_fd(self) -> int:
+        self._check_pid()
+        return self._flag.fileno()
+
+    def submit_batch_set(
+        self,
+        keys: Sequence[KeyLike],
+        buffers: Sequence[BufferLike],
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        self._check_open()
+        k = check_keys(keys)
+        views = check_buffers(buffers, len(k), writable=False)
+        return self._submit(Op.SET, k, views, check_timeout(timeout))
+
+    def submit_batch_get(
+        self,
+        keys: Sequence[KeyLike],
+        buffers: Sequence[BufferLike],
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        self._check_open()
+        k = check_keys(keys)
+        views = check_buffers(buffers, len(k), writable=True)
+        return self._submit(Op.GET, k, views, check_timeout(timeout))
+
+    def submit_batch_exists(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
+        self._check_open()
+        k = check_keys(keys)
+        return self._submit(Op.EXISTS, k, None, check_timeout(timeout))
+
+    def submit_batch_delete(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
+        self._check_open()
+        k = check_keys(keys)
+        return self._submit(Op.DELETE, k, None, check_timeout(timeout))
+
+    def cancel(self, batch_id: int) -> bool:
+        self._check_pid()
+        with self._lock:
+            parent = self._parents.get(batch_id)
+            if parent is None:
+                return False
+            if parent.ended is None:
+                self._end(parent, ErrorKind.CANCELLED)
+            return True
+
+    def drain_completions(self) -> list[Completion]:
+        self._check_pid()
+        self._flag.clear()
+        done = self._done
+        out: list[Completion] = []
+        while done:
+            out.append(done.popleft())
+        return out
+
+    def close(self) -> None:
+        if os.getpid() != self._pid:
+            self._close_in_child()
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for parent in list(self._parents.values()):
+                if parent.ended is None:
+                    self._end(parent, ErrorKind.CLOSED, cancel_parts=False)
+        self._slow.stop()
+        for node in self._all_nodes():
+            node.conn.close()
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        with self._lock:
+            for node in self._all_nodes():
+                for c in node.conn.drain_completions():
+                    self._on_inner(node, c)
+            for parent in list(self._parents.values()):  # defensive: nothing may stay open
+                self._finish_rest(parent, parent.ended_failure())
+        self._selector.close()
+        self._wake.close()
+        self._flag.close()
+
+    # -- information -----------------------------------------------------------------
+
+    @property
+    def topology(self) -> Topology | None:
+        """The last slot map read from the cluster (``None`` before the first)."""
+        return self._topology
+
+    def masters(self) -> list[str]:
+        """Addresses of the masters the router sends to now."""
+        with self._lock:
+            return list(self._nodes)
+
+    def node_keys(self) -> dict[str, int]:
+        """Keys sent to each master's connector so far (per-node figures for benchmarks)."""
+        with self._lock:
+            return {n.address: n.keys_sent for n in self._all_nodes()}
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """Block until a slot map has been read (``True``) or ``timeout`` passes."""
+        return self._slow.wait_topology(timeout)
+
+    # -- submit and route (lock held from _submit on) ----------------------------------
+
+    def _check_pid(self) -> None:
+        if os.getpid() != self._pid:
+            raise ForkedError(_FORKED)
+
+    def _check_open(self) -> None:
+        self._check_pid()
+        if self._closed:
+            raise ConnectionClosedError("connector is closed")
+
+    def _submit(
+        self, op: Op, keys: list[bytes], views: list[memoryview] | None, timeout: float | None
+    ) -> int:
+        with self._lock:
+            if self._closed:
+                raise ConnectionClosedError("connector is closed")
+            parent = Parent(self._next_id, op, keys, views, timeout)
+            self._next_id += 1
+            self._parents[parent.batch_id] = parent
+            self.stats["batches"] += 1
+            if parent.deadline is not None:
+                self._add_timer(parent.deadline, _TIMER_DEADLINE, parent, [])
+            self._route(parent, range(len(keys)))
+            return parent.batch_id
+
+    def _route(self, parent: Parent, indices: Sequence[int]) -> None:
+        """Send ``parent``'s keys at ``indices`` to their masters (or hold them)."""
+        owners = self._owners
+        if owners is None or not self._nodes:
+            for i in indices:
+                parent.state[i] = HELD
+            self._waiting.append((parent, list(indices)))
+            self._slow.request_refresh(0.0)
+            return
+        keys = parent.keys
+        fallback = next(iter(self._nodes))
+        if isinstance(indices, range) and len(indices) == len(keys):
+            addrs = [owners[s] or fallback for s in slots_of(keys)]
+            first = addrs[0]
+            if addrs.count(first) == len(addrs):
+                self._send(parent, first, indices)
+                return
+            groups: dict[str, list[int]] = {}
+            for i, a in enumerate(addrs):
+                groups.setdefault(a, []).append(i)
+        else:
+            groups = {}
+            for i in indices:
+                groups.setdefault(owners[key_slot(keys[i])] or fallback, []).append(i)
+        self.stats["split_batches"] += len(groups) > 1
+        for addr, idxs in groups.items():
+            self._send(parent, addr, idxs)
+
+    def _send(self, parent: Parent, address: str, indices: list[int] | range) -> None:
+        node = self._nodes.get(address) or self._add_node(address)
+        remaining = parent.remaining()
+        if remaining is not None and remaining <= 0:
+            self._end(parent, ErrorKind.DEADLINE)
+            for i in indices:
+                self._finish(parent, i, KeyStatus.TIMEOUT, parent.ended_failure(address))
+            return
+        whole = isinstance(indices, range) and len(indices) == len(parent.keys)
+        keys = parent.keys if whole else CheckedKeys(map(parent.keys.__getitem__, indices))
+        views = parent.views
+        if views is not None and not whole:
+            views = list(map(views.__getitem__, indices))
+        part = Part(parent, node, indices)
+        try:
+            part.inner_id = self._inner_submit(node.conn, parent.op, keys, views, remaining)
+        except ConnectionClosedError:
+            failure = (
+                parent.ended_failure(address)
+                if self._closed
+                else Failure(ErrorKind.INTERNAL, address, detail="the node's connector was closed")
+            )
+            for i in indices:
+                self._finish(parent, i, failure.status, failure)
+            return
+        for i in indices:
+            parent.state[i] = SENT
+        self._parts[(node, part.inner_id)] = part
+        parent.parts.add(part)
+        node.parts += 1
+        node.keys_sent += len(indices)
+
+    @staticmethod
+    def _inner_submit(
+        conn: Connector,
+        op: Op,
+        keys: list[bytes],
+        views: list[memoryview] | None,
+        timeout: float | None,
+    ) -> int:
+        if op is Op.SET:
+            assert views is not None
+            return conn.submit_batch_set(keys, views, timeout=timeout)
+        if op is Op.GET:
+            assert views is not None
+            return conn.submit_batch_get(keys, views, timeout=timeout)
+        if op is Op.EXISTS:
+            return conn.submit_batch_exists(keys, timeout=timeout)
+        return conn.submit_batch_delete(keys, timeout=timeout)
+
+    def _add_node(self, address: str) -> _Node:
+        node = _Node(address, self._factory(self.options.node_options(address)))
+        self._nodes[address] = node
+        self._fds_dirty = True
+        self._wake.set()
+        return node
+
+    # -- results (lock held) ---------------------------------------------------------
+
+    def _on_inner(self, node: _Node, c: Completion) -> None:
+        part = self._parts.pop((node, c.batch_id), None)
+        if part is None:
+            return  # not ours (cannot happen: every inner batch is registered)
+        node.parts -= 1
+        if node.parts == 0 and node in self._retired:
+            self._fds_dirty = True
+        parent = part.parent
+        parent.parts.discard(part)
+        if c.ok and parent.ended is None:
+            if node.address in self._suspects:
+                self._suspects.discard(node.address)
+            if len(part.indices) == parent.open == len(parent.keys):
+                self._complete(parent, c.statuses, c.failures)
+                return
+            for j, i in enumerate(part.indices):
+                self._finish(parent, i, c.statuses[j], None)
+            return
+        moved: list[int] = []
+        for j, i in enumerate(part.indices):
+            self._on_key(parent, i, c.statuses[j], c.failures[j], address=node.address, moved=moved)
+        if moved:
+            self._route(parent, moved)
+
+    def _on_key(
+        self,
+        parent: Parent,
+        i: int,
+        status: KeyStatus,
+        f: Failure | None,
+        *,
+        address: str,
+        moved: list[int],
+    ) -> None:
+        """One key's result from a node (or the ASK path): final, or redirected."""
+        if f is None:
+            self._finish(parent, i, status, None)
+            return
+        kind = f.kind
+        if kind is ErrorKind.SERVER_ERROR:
+            code = f.code
+            if code in REDIRECT_CODES or code in RETRY_CODES:
+                if parent.ended is not None:
+                    self._finish(parent, i, KeyStatus.CANCELLED, parent.ended_failure(address))
+                elif code in REDIRECT_CODES:
+                    self._redirect(parent, i, f, code=code, address=address, moved=moved)
+                else:
+                    self._retry(parent, i, f, code)
+                return
+        elif kind is ErrorKind.DEADLINE or (
+            kind is ErrorKind.CANCELLED and parent.ended is ErrorKind.DEADLINE
+        ):
+            f = Failure(
+                ErrorKind.DEADLINE, f.address, timeout=parent.timeout or 0.0, in_flight=f.in_flight
+            )
+        elif kind in SUSPECT_KINDS:
+            self._suspect(f.address or address)
+        self._finish(parent, i, status, f)
+
+    def _redirect(
+        self, parent: Parent, i: int, f: Failure, *, code: str, address: str, moved: list[int]
+    ) -> None:
+        target = parse_redirect(f.reply, f.address or address)
+        if target is None:  # a malformed redirect is just a server error
+            self._finish(parent, i, KeyStatus.SERVER_ERROR, f)
+            return
+        slot, to = target
+        self.stats["moved" if code == "MOVED" else "ask"] += 1
+        if parent.count_hop(i) > self.options.max_redirects:
+            self.stats["redirect_limit"] += 1
+            self._finish(parent, i, KeyStatus.SERVER_ERROR, f)
+            return
+        parent.state[i] = HELD
+        if code == "ASK":
+            self._slow.ask(AskJob(parent, i, to))
+            return
+        if self._owners is not None and self._owners[slot] != to:
+            self._owners[slot] = to
+            self._slow.request_refresh(0.0)
+        moved.append(i)
+
+    def _retry(self, parent: Parent, i: int, f: Failure, code: str) -> None:
+        self.stats[code.lower()] += 1
+        n = parent.count_retry(i)
+        if n > self.options.cluster_retries:
+            self.stats["retry_limit"] += 1
+            self._finish(parent, i, KeyStatus.SERVER_ERROR, f)
+            return
+        if code == "CLUSTERDOWN":
+            self._slow.request_refresh(0.0)
+        parent.state[i] = HELD
+        delay = min(RETRY_BACKOFF_MIN * (2 ** (n - 1)), RETRY_BACKOFF_MAX)
+        self._add_timer(time.monotonic() + delay, _TIMER_RETRY, parent, [i])
+
+    def _suspect(self, address: str) -> None:
+        if address not in self._suspects:
+            self._suspects.add(address)
+            self._slow.request_refresh(0.0)
+
+    def _finish(self, parent: Parent, i: int, status: KeyStatus, f: Failure | None) -> None:
+        if parent.state[i] == DONE:
+            return
+        parent.state[i] = DONE
+        parent.statuses[i] = status if f is None else f.status
+        parent.failures[i] = f
+        parent.open -= 1
+        if parent.open == 0:
+            self._complete(parent, parent.statuses, parent.failures)
+
+    def _finish_rest(self, parent: Parent, f: Failure) -> None:
+        for i, state in enumerate(parent.state):
+            if state != DONE:
+                self._finish(parent, i, f.status, f)
+
+    def _complete(
+        self,
+        parent: Parent,
+        statuses: Sequence[KeyStatus],
+        failures: Sequence[Failure | None],
+    ) -> None:
+        parent.open = 0
+        self._parents.pop(parent.batch_id, None)
+        self._done.append(make_completion(parent.batch_id, parent.op, statuses, failures))
+        self._flag.set()
+
+    def _end(self, parent: Parent, kind: ErrorKind, *, cancel_parts: bool = True) -> None:
+        """End ``parent`` early: held keys now, keys in flight through their connector."""
+        parent.ended = kind
+        for i, state in enumerate(parent.state):
+            if state == HELD:
+                self._finish(parent, i, KeyStatus.CANCELLED, parent.ended_failure())
+        if cancel_parts:
+            for part in list(parent.parts):
+                part.node.conn.cancel(part.inner_id)  # type: ignore[attr-defined]
+
+    # -- the router thread -----------------------------------------------------------
+
+    def _add_timer(self, when: float, kind: int, parent: Parent, indices: list[int]) -> None:
+        first = not self._timers or when < self._timers[0][0]
+        heapq.heappush(self._timers, (when, next(self._seq), kind, parent, indices))
+        if first:
+            self._wake.set()
+
+    def _run(self) -> None:
+        select = self._selector.select
+        while not self._stopping:
+            if self._fds_dirty:
+                self._sync_selector()
+            timers = self._timers
+            timeout = None if not timers else max(0.0, timers[0][0] - time.monotonic())
+            events = select(timeout)
+            with self._lock:
+                for key, _ in events:
+                    node = key.data
+                    if node is None:
+                        self._wake.clear()
+                        continue
+                    for c in node.conn.drain_completions():
+                        self._on_inner(node, c)
+                self._run_timers()
+
+    def _run_timers(self) -> None:
+        timers = self._timers
+        now = time.monotonic()
+        while timers and timers[0][0] <= now:
+            _, _, kind, parent, indices = heapq.heappop(timers)
+            if parent.open == 0:
+                continue
+            if kind == _TIMER_DEADLINE:
+                if parent.ended is None:
+                    self._end(parent, ErrorKind.DEADLINE)
+                continue
+            ready = [i for i in indices if parent.state[i] == HELD]
+            if ready and parent.ended is None:
+                self._route(parent, ready)
+
+    def _sync_selector(self) -> None:
+        with self._lock:
+            self._fds_dirty = False
+            wanted = set(self._nodes.values())
+            closing: list[_Node] = []
+            for n in list(self._retired):
+                if n.parts:
+                    wanted.add(n)
+                else:
+                    self._retired.remove(n)
+                    closing.append(n)
+            for n in list(self._registered):
+                if n not in wanted:
+                    self._selector.unregister(self._registered.pop(n))
+            for n in wanted:
+                if n not in self._registered:
+                    fd = n.conn.event_fd()
+                    self._selector.register(fd, selectors.EVENT_READ, n)
+                    self._registered[n] = fd
+        for n in closing:
+            self._slow.close_later(n.conn)
+
+    def _all_nodes(self) -> list[_Node]:
+        return [*self._nodes.values(), *self._retired]
+
+    # -- called by the slow paths ------------------------------------------------------
+
+    def refresh_candidates(self) -> tuple[list[str], set[str]]:
+        """Where to read the slot map from, in order, and the suspect addresses."""
+        with self._lock:
+            known = list(self._topology.nodes) if self._topology else []
+            suspects = set(self._suspects)
+        order = list(dict.fromkeys([*known, *self.options.seeds]))
+        order.sort(key=lambda a: a in suspects)  # stable: suspects last
+        return order, suspects
+
+    def apply_topology(self, topo: Topology, alive: set[str]) -> bool:
+        """Adopt a new slot map; route held keys. True if refreshes should go on."""
+        with self._lock:
+            if self._closed:
+                return False
+            self.stats["refreshes"] += 1
+            self._topology = topo
+            self._owners = list(topo.owners)
+            self._suspects -= alive
+            masters = set(topo.masters)
+            for address in topo.masters:
+                if address not in self._nodes:
+                    self._add_node(address)
+            for address in [a for a in self._nodes if a not in masters]:
+                self._retired.append(self._nodes.pop(address))
+                self._fds_dirty = True
+            if self._fds_dirty:
+                self._wake.set()
+            waiting, self._waiting = self._waiting, []
+            for parent, indices in waiting:
+                ready = [i for i in indices if parent.state[i] == HELD]
+                if ready and parent.ended is None:
+                    self._route(parent, ready)
+            return bool(self._suspects & masters)
+
+    def topology_failed(self, failure: Failure) -> None:
+        """No candidate answered: keys waiting for a first slot map fail with why."""
+        with self._lock:
+            self.stats["refresh_failures"] += 1
+            waiting, self._waiting = self._waiting, []
+            for parent, indices in waiting:
+                for i in indices:
+                    if parent.state[i] == HELD:
+                        self._finish(parent, i, failure.status, failure)
+
+    def ask_begin(self, job: AskJob) -> tuple[memoryview | None, float | None] | None:
+        """The ASK path takes a key: its buffer and time left, or None to skip it."""
+        with self._lock:
+            parent, i = job.parent, job.index
+            if parent.state[i] != HELD:
+                return None
+            if parent.ended is not None:
+                self._finish(parent, i, KeyStatus.CANCELLED, parent.ended_failure(job.address))
+                return None
+            parent.state[i] = ASKING
+            view = parent.views[i] if parent.views is not None else None
+            return view, parent.remaining()
+
+    def ask_end(self, job: AskJob, status: KeyStatus, f: Failure | None) -> None:
+        """The ASK path's result for a key it took with :meth:`ask_begin`."""
+        with self._lock:
+            parent, i = job.parent, job.index
+            parent.state[i] = HELD
+            moved: list[int] = []
+            if f is not None and f.kind is ErrorKind.DEADLINE and parent.ended is None:
+                self._end(parent, ErrorKind.DEADLINE)
+            self._on_key(parent, i, status, f, address=job.address, moved=moved)
+            if moved and parent.ended is None:
+                self._route(parent, moved)
+
+    def _close_in_child(self) -> None:
+        """``close()`` after fork: release the descriptors, join nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        for node in self._all_nodes():
+            node.conn.close()
+        self._slow.close_in_child()
+        self._selector.close()
+        self._wake.close()
+        self._flag.close()
