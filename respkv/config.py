@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from respkv._cluster.options import ClusterOptions, format_address, parse_address
 from respkv._options import ConnectionOptions, TLSOptions
 from respkv.chunksize import parse_size
 from respkv.errors import ConfigError
@@ -80,6 +81,28 @@ SCHEMES: Final[dict[str, tuple[bool, bool]]] = {
     "redis+unix": (False, True),
     "unix": (False, True),
 }
+
+# -- Redis Cluster (issue 12; docs/cluster.md) ---------------------------------------
+#: Cluster URL scheme -> TLS: ``resp+cluster://[user:pass@]host1:port1,host2:port2/?...``.
+CLUSTER_SCHEMES: Final[dict[str, bool]] = {
+    "resp+cluster": False,
+    "resps+cluster": True,
+    "redis+cluster": False,
+    "rediss+cluster": True,
+    "valkey+cluster": False,
+    "valkeys+cluster": True,
+}
+#: Cluster keys. ``cluster``/``seeds`` select the router (``seeds``: a list of
+#: ``host:port`` strings, or one comma-separated string); the others tune it and may
+#: also be URL query parameters (see :class:`~respkv.cluster.ClusterOptions`).
+CLUSTER_KEYS: Final[dict[str, type]] = {
+    "cluster": bool,
+    "seeds": list,
+    "max_redirects": int,
+    "cluster_retries": int,
+    "allow_standalone": bool,
+}
+_CLUSTER_QUERY_KEYS: Final = ("max_redirects", "cluster_retries", "allow_standalone")
 
 #: The KV-cache layer's keys (besides the connection's and ``tls``/``eviction``/``type``).
 STORE_KEYS: Final[dict[str, type]] = {
@@ -143,7 +166,8 @@ def _connection_keys() -> dict[str, type]:
 CONNECTION_KEYS: Final[dict[str, type]] = _connection_keys()
 #: Every key a config mapping may have at its top level.
 VALID_KEYS: Final = (
-    "type", "tls", "eviction", *CONNECTION_KEYS, *STORE_KEYS, *LMCACHE_GENERIC_KEYS
+    "type", "tls", "eviction", *CONNECTION_KEYS, *STORE_KEYS, *LMCACHE_GENERIC_KEYS,
+    *CLUSTER_KEYS,
 )  # fmt: skip
 #: Keys that a URL carries in its authority or path, not in its query string.
 _URL_AUTHORITY_KEYS: Final = frozenset({"host", "port", "username", "password", "unix_path"})
@@ -169,6 +193,8 @@ class RespkvConfig:
         scheme = "resps" if c.tls is not None else "resp"
         user = c.username + (":***" if c.password else "")
         auth = f"{user}@" if user else ""
+        if isinstance(c, ClusterOptions):
+            return f"{scheme}+cluster://{auth}{','.join(c.seeds)}"
         if c.unix_path is not None:
             return f"{scheme}+unix://{auth}{c.unix_path}" + (f"?db={c.db}" if c.db else "")
         return f"{scheme}://{auth}{c.address}" + (f"/{c.db}" if c.db else "")
@@ -299,6 +325,8 @@ def parse_url(url: str) -> dict[str, Any]:
     config key may be given in the query (``?num_workers=4&key_prefix=kv:``).
     """
     shown = redact_url(url)
+    if url.partition("://")[0].lower() in CLUSTER_SCHEMES:
+        return _parse_cluster_url(url, shown)
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -307,7 +335,8 @@ def parse_url(url: str) -> dict[str, Any]:
         raise ConfigError(f"invalid URL {shown!r}: bad host or port") from None
     if scheme not in SCHEMES:
         raise ConfigError(
-            f"unsupported URL scheme {scheme!r} in {shown!r}; valid: {', '.join(SCHEMES)}"
+            f"unsupported URL scheme {scheme!r} in {shown!r}; "
+            f"valid: {', '.join([*SCHEMES, *CLUSTER_SCHEMES])}"
         )
     tls, unix = SCHEMES[scheme]
     raw: dict[str, Any] = {}
@@ -329,7 +358,12 @@ def parse_url(url: str) -> dict[str, Any]:
             if not db_text.isdigit():
                 raise ConfigError(f"URL {shown!r}: the path must be a database number, like /0")
             raw["db"] = int(db_text)
-    query = dict(_parse_query(parts.query, shown))
+    return _add_query(raw, parts.query, tls, shown)
+
+
+def _add_query(raw: dict[str, Any], query_text: str, tls: bool, shown: str) -> dict[str, Any]:
+    """``raw`` with a URL's query parameters added (TLS and eviction keys nested)."""
+    query = dict(_parse_query(query_text, shown))
     tls_fields = {k: query.pop(k) for k in list(query) if k in TLS_KEYS}
     if tls_fields and not tls:
         raise ConfigError(
@@ -344,13 +378,44 @@ def parse_url(url: str) -> dict[str, Any]:
     return raw
 
 
+def _parse_cluster_url(url: str, shown: str) -> dict[str, Any]:
+    """``resp+cluster://[user[:password]@]host1[:port1],host2[:port2][/][?key=value...]``.
+
+    Every host is a seed; the path may only be empty, ``/`` or ``/0`` (a cluster has
+    database 0 only). The query takes the same keys as for one server."""
+    scheme, _, rest = url.partition("://")
+    tls = CLUSTER_SCHEMES[scheme.lower()]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    path, _, query = tail.partition("?")
+    query = query.partition("#")[0]
+    raw: dict[str, Any] = {"cluster": True}
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if user:
+            raw["username"] = unquote(user)
+        if colon and password:
+            raw["password"] = unquote(password)
+    if path.split("#")[0].strip("/") not in ("", "0"):
+        raise ConfigError(f"URL {shown!r}: a cluster has database 0 only (no /N path)")
+    seeds = []
+    for text in hosts.split(","):
+        try:
+            seeds.append(format_address(*parse_address(unquote(text))))
+        except ConfigError as exc:
+            raise ConfigError(f"URL {shown!r}: {exc}") from None
+    raw["seeds"] = seeds
+    return _add_query(raw, query, tls, shown)
+
+
 #: Keys a URL query string may carry, with their types.
 _QUERY_KEYS: Final[dict[str, type]] = {
     k: t
     for table in (CONNECTION_KEYS, STORE_KEYS, TLS_KEYS, EVICTION_KEYS)
     for k, t in table.items()
     if k not in _URL_AUTHORITY_KEYS
-}
+} | {k: CLUSTER_KEYS[k] for k in _CLUSTER_QUERY_KEYS}
 
 
 def _parse_query(query: str, shown: str) -> list[tuple[str, Any]]:
@@ -431,8 +496,11 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> RespkvConfig:
     conn["tls"] = _build_tls(raw.get("tls"))
     if conn["tls"] is not None and conn.get("unix_path"):
         raise ConfigError("TLS is not supported over a unix socket (unix_path with tls)")
+    cluster = _cluster_fields(raw, conn)
     try:
-        connection = ConnectionOptions(**conn)
+        connection = (
+            ConnectionOptions(**conn) if cluster is None else ClusterOptions(**conn, **cluster)
+        )
     except ValueError as exc:
         raise ConfigError(f"invalid connection settings: {exc}") from None
 
@@ -450,6 +518,33 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> RespkvConfig:
         eviction=_build_eviction(raw.get("eviction")),
         recover_usage=store.get("recover_usage", False),
     )
+
+
+def _cluster_fields(raw: Mapping[str, Any], conn: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The :class:`ClusterOptions` fields ``raw`` asks for, or ``None`` for one server.
+
+    ``cluster: true`` without ``seeds`` uses the host and port (after the environment
+    fallbacks) as the one seed."""
+    present = {k: raw[k] for k in CLUSTER_KEYS if raw.get(k) is not None}
+    if not present:
+        return None
+    seeds_value = present.pop("seeds", None)
+    fields = {k: _typed(k, v, CLUSTER_KEYS[k], "") for k, v in present.items()}
+    enabled = fields.pop("cluster", None)
+    if enabled is False:
+        if seeds_value:
+            raise ConfigError("config keys 'seeds' and 'cluster: false' contradict each other")
+        return None
+    if isinstance(seeds_value, str):
+        seeds_value = [s for s in seeds_value.split(",") if s.strip()]
+    if seeds_value is None or seeds_value == []:
+        seeds_value = [format_address(conn.get("host", "127.0.0.1"), conn.get("port", 6379))]
+    if not isinstance(seeds_value, list | tuple) or not all(
+        isinstance(s, str) for s in seeds_value
+    ):
+        raise ConfigError("config key 'seeds': expected a list of 'host:port' strings")
+    fields["seeds"] = tuple(format_address(*parse_address(s)) for s in seeds_value)
+    return fields
 
 
 def _drop_lmcache_keys(raw: dict[str, Any], keys: Mapping[str, type], where: str) -> None:

@@ -135,4 +135,6 @@ class ClusterOptions(ConnectionOptions):
 
     def __repr__(self) -> str:
         # ConnectionOptions' repr lists every field (these too) and hides the password.
-        return "Cluster" + ConnectionOptions.__repr__(self)
+        return "ClusterOptions(" + ConnectionOptions.__repr__(self).removeprefix(
+            "ConnectionOptions("
+        )
