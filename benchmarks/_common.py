@@ -121,8 +121,8 @@ def open_respkv(options: ConnectionOptions, backend: str, **changes: Any) -> Cli
 
 
 def make_values(count: int, size: int) -> list[bytearray]:
-    """Distinct values (see respkv._bench.make_chunks)."""
-    from respkv._bench import make_chunks
+    """Distinct values (see respkv.cli._measure.make_chunks)."""
+    from respkv.cli._measure import make_chunks
 
     return make_chunks(count, size)
 

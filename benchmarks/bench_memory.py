@@ -38,8 +38,8 @@ from benchmarks._common import (
     server_from_args,
     write_json,
 )
-from respkv._bench import stamp_chunk
 from respkv._options import ConnectionOptions
+from respkv.cli._measure import stamp_chunk
 
 CHUNK: Final = 4 * MIB
 KEYS: Final = 100

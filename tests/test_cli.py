@@ -23,11 +23,11 @@ import pytest
 
 import respkv
 from respkv._admin import AdminConnection
-from respkv._bench import BenchConfig, bench_keys, first_mismatch, make_chunks, verify
 from respkv._contract import BatchResult, KeyStatus
 from respkv._options import ConnectionOptions
 from respkv._server import LocalServer, free_port
 from respkv.cli import main
+from respkv.cli._measure import BenchConfig, bench_keys, first_mismatch, make_chunks, verify
 from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD
 
 #: Flags for a tiny but complete bench run: 6 chunks of 256 KiB over 2 workers.
@@ -504,16 +504,14 @@ def test_chunks_are_distinct_and_verification_catches_one_byte() -> None:
     chunks = make_chunks(4, 3 * 4096 + 5)
     assert len({bytes(c) for c in chunks}) == 4
     copies = [bytearray(c) for c in chunks]
-    ok = BatchResult((b"k",) * 4, (KeyStatus.OK,) * 4, (None,) * 4, True, None)
+    ok = BatchResult((b"k",) * 4, (KeyStatus.OK,) * 4, (None,) * 4, True)
     assert verify(chunks, copies, ok) == 0
     copies[2][4096 + 17] ^= 0x01
     assert verify(chunks, copies, ok) == 1
     assert first_mismatch(chunks, copies, ok) == "key 2: bytes differ from offset 4113"
     swapped = [copies[1], copies[0], chunks[2], chunks[3]]
     assert verify(chunks, swapped, ok) == 2
-    miss = BatchResult(
-        (b"k",) * 4, (KeyStatus.MISS,) + (KeyStatus.OK,) * 3, (None,) * 4, True, None
-    )
+    miss = BatchResult((b"k",) * 4, (KeyStatus.MISS,) + (KeyStatus.OK,) * 3, (None,) * 4, True)
     assert verify(chunks, [bytearray(c) for c in chunks], miss) == 1
 
 

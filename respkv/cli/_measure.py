@@ -1,0 +1,292 @@
+"""The measurement behind ``respkv bench`` and ``respkv sweep``: one verified run.
+
+One *run* stores ``num_keys`` chunks of ``chunk_bytes`` each with one batch SET, reads
+them back with one batch GET into preallocated buffers, checks every byte, and asks
+EXISTS for all keys; ``warmup`` untimed runs come first, ``repeat`` timed runs follow and
+the median is reported. This is the shape of LMCache's reference benchmark, whose
+output format ``respkv bench`` keeps line for line, so figures from both tools can be put
+side by side.
+
+Data. Every chunk is distinct: one random block per run (``os.urandom``), copied per key
+and stamped with the key's index in the first 8 bytes of every 4 KiB page. A value
+delivered under the wrong key, a page left unwritten or a stale value from an earlier
+run all fail the byte-for-byte check. Before each timed GET the destination buffers are
+zeroed, so a GET that writes nothing cannot pass on the previous run's bytes. No numpy
+is needed: ``bytearray`` copies and comparisons are ``memcpy``/``memcmp``.
+
+Keys are ``respkv-bench:<random token>:<index>``, unique per invocation, and are deleted
+at the end so a run against a shared server leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from respkv._contract import BatchResult, KeyStatus
+
+if TYPE_CHECKING:
+    from respkv.client import Client
+
+__all__ = [
+    "GIB",
+    "KIB",
+    "MIB",
+    "BenchConfig",
+    "BenchReport",
+    "OpStats",
+    "bench_keys",
+    "first_mismatch",
+    "make_chunks",
+    "run_bench",
+    "stamp_chunk",
+    "verify",
+]
+
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+GIB: Final = 1024 * MIB
+#: Distance between two index stamps inside a chunk: one per memory page.
+STAMP_STRIDE: Final = 4096
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What one benchmark measures."""
+
+    chunk_bytes: int
+    num_keys: int
+    num_workers: int
+    repeat: int = 1
+    warmup: int = 0
+
+    def __post_init__(self) -> None:
+        if self.chunk_bytes < 1:
+            raise ValueError(f"chunk size must be at least 1 byte, got {self.chunk_bytes}")
+        if self.num_keys < 1:
+            raise ValueError(f"number of keys must be >= 1, got {self.num_keys}")
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {self.repeat}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+
+    @property
+    def total_bytes(self) -> int:
+        return self.chunk_bytes * self.num_keys
+
+
+@dataclass
+class OpStats:
+    """Timings and per-key outcome of one operation over all timed runs."""
+
+    op: str
+    keys: int
+    bytes: int = 0
+    seconds: list[float] = field(default_factory=list)
+    failed_keys: int = 0
+    first_error: str | None = None
+    hits: int = 0
+    mismatched_keys: int = 0
+    first_mismatch: str | None = None
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.bytes / self.median_s if self.seconds and self.median_s > 0 else 0.0
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.keys / self.median_s if self.seconds and self.median_s > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_keys == 0 and self.mismatched_keys == 0
+
+    def record_failures(self, result: BatchResult) -> None:
+        """Count the failed keys of one batch (the worst run is kept)."""
+        failed = len(result.failed)
+        if failed > self.failed_keys:
+            self.failed_keys = failed
+            self.first_error = result.error
+
+
+@dataclass
+class BenchReport:
+    """Everything one ``respkv bench`` run found."""
+
+    config: BenchConfig
+    address: str
+    backend: str
+    set: OpStats
+    get: OpStats
+    exists: OpStats
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.set.ok
+            and self.get.ok
+            and self.exists.ok
+            and self.exists.hits == self.config.num_keys
+        )
+
+    def failures(self) -> list[str]:
+        """One line per problem, for the end of the text report."""
+        lines = [
+            f"{stats.op} failed: {stats.first_error}"
+            for stats in (self.set, self.get, self.exists)
+            if stats.failed_keys
+        ]
+        if self.get.mismatched_keys > self.get.failed_keys:
+            lines.append(
+                f"GET verification failed: {self.get.mismatched_keys} of {self.get.keys} "
+                f"values are not what was stored ({self.get.first_mismatch})"
+            )
+        if not self.exists.failed_keys and self.exists.hits != self.config.num_keys:
+            lines.append(f"EXISTS found {self.exists.hits} of {self.config.num_keys} keys")
+        return lines
+
+
+def make_chunks(num_keys: int, chunk_bytes: int) -> list[bytearray]:
+    """``num_keys`` distinct chunks: one random block, stamped per key on every page."""
+    base = os.urandom(chunk_bytes)
+    chunks = []
+    for index in range(num_keys):
+        buf = bytearray(base)
+        stamp_chunk(buf, index)
+        chunks.append(buf)
+    return chunks
+
+
+def stamp_chunk(buf: bytearray, index: int) -> None:
+    """Write ``index + 1`` into the first 8 bytes of every page of ``buf``."""
+    stamp = index + 1
+    words = len(buf) // 8
+    if words == 0:
+        buf[:] = stamp.to_bytes(8, "little")[: len(buf)]
+        return
+    view = memoryview(buf)[: words * 8].cast("Q")
+    step = STAMP_STRIDE // 8
+    count = len(range(0, words, step))
+    view[::step] = array("Q", [stamp]) * count
+    view.release()
+
+
+def verify(expected: Sequence[bytearray], got: Sequence[bytearray], result: BatchResult) -> int:
+    """How many keys are not a verified hit: a failure status, or bytes that differ."""
+    return sum(
+        1
+        for want, have, status in zip(expected, got, result.statuses, strict=True)
+        if status is not KeyStatus.OK or want != have
+    )
+
+
+def first_mismatch(
+    expected: Sequence[bytearray], got: Sequence[bytearray], result: BatchResult
+) -> str | None:
+    """A readable description of the first key that did not verify."""
+    for i, (want, have, status) in enumerate(zip(expected, got, result.statuses, strict=True)):
+        if status is not KeyStatus.OK:
+            return f"key {i}: {status.name}"
+        if want != have:
+            offset = next(j for j, (a, b) in enumerate(zip(want, have, strict=True)) if a != b)
+            return f"key {i}: bytes differ from offset {offset}"
+    return None
+
+
+def bench_keys(num_keys: int, token: str | None = None) -> list[str]:
+    """Unique key names for one invocation."""
+    token = token or os.urandom(6).hex()
+    return [f"respkv-bench:{token}:{i}" for i in range(num_keys)]
+
+
+Progress = Callable[[str], None]
+
+
+def run_bench(
+    client: Client,
+    config: BenchConfig,
+    *,
+    chunks: list[bytearray] | None = None,
+    keys: list[str] | None = None,
+    dst: list[bytearray] | None = None,
+    progress: Progress | None = None,
+    with_exists: bool = True,
+) -> BenchReport:
+    """Run ``warmup`` + ``repeat`` rounds of SET, GET (verified) and EXISTS.
+
+    ``chunks``, ``keys`` and ``dst`` may be passed in to reuse buffers across calls
+    (``respkv sweep``); the keys are deleted at the end either way.
+    """
+    n = config.num_keys
+    src = chunks if chunks is not None else make_chunks(n, config.chunk_bytes)
+    keys = keys if keys is not None else bench_keys(n)
+    dst = dst if dst is not None else [bytearray(config.chunk_bytes) for _ in range(n)]
+    if not len(src) == len(keys) == len(dst) == n:
+        raise ValueError("chunks, keys and dst must each have num_keys entries")
+    zero = bytes(config.chunk_bytes)
+    total = config.total_bytes
+    stats_set = OpStats("SET", n, total)
+    stats_get = OpStats("GET", n, total)
+    stats_exists = OpStats("EXISTS", n)
+    exists_hits: list[int] = []
+    rounds = config.warmup + config.repeat
+    try:
+        for r in range(rounds):
+            timed = r >= config.warmup
+            label = f"run {r - config.warmup + 1}/{config.repeat}" if timed else "warmup"
+            if progress is not None:
+                progress(label)
+            t0 = time.perf_counter()
+            result = client.batch_set(keys, src)
+            elapsed = time.perf_counter() - t0
+            stats_set.record_failures(result)
+            if timed:
+                stats_set.seconds.append(elapsed)
+
+            for buf in dst:
+                buf[:] = zero
+            t0 = time.perf_counter()
+            result = client.batch_get(keys, dst)
+            elapsed = time.perf_counter() - t0
+            stats_get.record_failures(result)
+            bad = verify(src, dst, result)
+            if bad > stats_get.mismatched_keys:
+                stats_get.mismatched_keys = bad
+                stats_get.first_mismatch = first_mismatch(src, dst, result)
+            if timed:
+                stats_get.seconds.append(elapsed)
+
+            if with_exists:
+                t0 = time.perf_counter()
+                result = client.batch_exists(keys)
+                elapsed = time.perf_counter() - t0
+                stats_exists.record_failures(result)
+                if timed:
+                    stats_exists.seconds.append(elapsed)
+                    exists_hits.append(sum(result.hits))
+    finally:
+        cleanup(client, keys)
+    # The worst timed run counts; without EXISTS there is nothing to find missing.
+    stats_exists.hits = min(exists_hits) if exists_hits else n
+    return BenchReport(
+        config, client.options.address, client.backend.name, stats_set, stats_get, stats_exists
+    )
+
+
+def cleanup(client: Client, keys: Sequence[str]) -> None:
+    """Delete the benchmark's keys; a failure here must not hide the results."""
+    if client.closed:
+        return
+    try:
+        client.batch_delete(keys, timeout=60)
+    except Exception:  # best effort: the results matter more
+        pass

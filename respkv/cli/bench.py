@@ -1,0 +1,208 @@
+"""``respkv bench``: batch SET, GET (verified byte for byte) and EXISTS throughput.
+
+It keeps the flags and the text output of LMCache's reference RESP benchmark
+(``--host --port --chunk-mb --num-workers --num-keys --username --password``) so results
+can be compared line for line, and adds ``--url``, ``--backend``, ``--repeat``,
+``--warmup`` and ``--json``. Given no server it starts a throwaway ``redis-server`` or
+``valkey-server`` on a free loopback port with the recommended flags and stops it at
+the end, so it works on a fresh machine. The measuring itself lives in
+:mod:`respkv.cli._measure`.
+
+Units. Like the reference, sizes are binary: ``KB`` is 1024 bytes and ``GB`` is 2**30
+bytes (GiB); the text output says so and the JSON output carries raw bytes and seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Final
+
+from respkv.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_backend_flag,
+    add_json_flag,
+    check_backend,
+    check_memory,
+    check_workers,
+    chunk_bytes,
+    int_at_least,
+    open_client,
+    positive_float,
+    write_json,
+)
+from respkv.cli._measure import GIB, KIB, BenchConfig, BenchReport, OpStats, run_bench
+from respkv.cli._target import add_server_flags, server
+
+__all__ = ["add_parser", "cmd_bench", "format_report", "report_json"]
+
+#: Width of the dashed rules in the text report (the reference's width).
+RULE_WIDTH: Final = 60
+#: The text report's title, kept from the reference benchmark.
+TITLE: Final = "Redis RESP Client Benchmark"
+#: Schema name and version of the JSON report (bump on incompatible changes).
+JSON_SCHEMA: Final = "respkv.bench/1"
+UNITS_NOTE: Final = "Units: KB = 1024 bytes, GB = 2^30 bytes (GiB), as the reference counts"
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``bench`` on the subcommand parsers ``sub``."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "bench",
+        help="batch SET/GET/EXISTS throughput, GET verified byte for byte",
+        description="Batch SET, GET (verified byte for byte) and EXISTS of NUM_KEYS chunks, "
+        "in the output format of LMCache's reference benchmark. Sizes are binary: "
+        "KB = 1024 bytes, GB = 2^30 bytes (GiB).",
+    )
+    add_server_flags(p, embedded=True)
+    add_backend_flag(p)
+    p.add_argument(
+        "--chunk-mb",
+        type=positive_float,
+        default=4.0,
+        help="chunk size in MiB, fractions allowed (default 4)",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int_at_least(1),
+        default=8,
+        help="worker threads, one connection each (default 8)",
+    )
+    p.add_argument(
+        "--num-keys", type=int_at_least(1), default=500, help="keys, one chunk each (default 500)"
+    )
+    p.add_argument(
+        "--repeat",
+        type=int_at_least(1),
+        default=1,
+        help="timed runs; the median is shown (default 1)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int_at_least(0),
+        default=1,
+        help="untimed runs first (default 1: the first SET into an empty server "
+        "also pays for its memory allocation)",
+    )
+    add_json_flag(p)
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        config = BenchConfig(
+            chunk_bytes(args.chunk_mb),
+            args.num_keys,
+            args.num_workers,
+            repeat=args.repeat,
+            warmup=args.warmup,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    check_workers([config.num_workers])
+    info = check_backend(args.backend)
+    named = bool(args.url or args.host or args.port)
+    check_memory(config.total_bytes * (2 if named else 3), "this benchmark")
+    with server(args) as target:
+        options = target.options.replace(num_workers=config.num_workers)
+        with open_client(options, args.backend) as client:
+            report = run_bench(client, config)
+    if args.json != "-":
+        print(format_report(report, backend_line=f"Backend: {info.name} ({info.reason})"))
+    if args.json is not None:
+        extra = {
+            "server": {"embedded": target.embedded is not None, "software": target.embedded},
+            "backend": {"requested": info.requested, "reason": info.reason},
+        }
+        write_json(report_json(report, extra), args.json)
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / GIB:.2f}"
+
+
+def _kb(nbytes: int) -> str:
+    kb = nbytes / KIB
+    return f"{kb:.0f}" if kb == int(kb) else f"{kb:.1f}"
+
+
+def format_report(report: BenchReport, *, backend_line: str | None = None) -> str:
+    """The reference benchmark's text output (plus the backend and unit lines)."""
+    cfg = report.config
+    rule = "-" * RULE_WIDTH
+    lines = [
+        TITLE,
+        f"Server: {report.address}, Workers: {cfg.num_workers}",
+        f"Chunk size: {_kb(cfg.chunk_bytes)}KB, Keys: {cfg.num_keys}",
+        backend_line or f"Backend: {report.backend}",
+    ]
+    if cfg.repeat > 1 or cfg.warmup:
+        lines.append(f"Runs: {cfg.repeat} timed (median shown), {cfg.warmup} warmup")
+    lines += [
+        UNITS_NOTE,
+        rule,
+        f"Batch SET: {_gib(report.set.bytes_per_s)} GB/s ({_gib(report.set.bytes)} GB written)",
+        f"Batch GET: {_gib(report.get.bytes_per_s)} GB/s ({_gib(report.get.bytes)} GB read)",
+        f"Batch EXISTS: {report.exists.ops_per_s:.0f} ops/s "
+        f"({report.exists.hits}/{cfg.num_keys} hits)",
+        rule,
+    ]
+    if report.passed:
+        lines.append("All tests passed")
+    else:
+        lines += [f"FAILED: {line}" for line in report.failures()]
+    return "\n".join(lines)
+
+
+def _op_json(stats: OpStats) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "keys": stats.keys,
+        "seconds": stats.seconds,
+        "median_s": stats.median_s if stats.seconds else None,
+        "failed_keys": stats.failed_keys,
+        "first_error": stats.first_error,
+    }
+    if stats.bytes:
+        out["bytes"] = stats.bytes
+        out["bytes_per_s"] = stats.bytes_per_s
+    else:
+        out["ops_per_s"] = stats.ops_per_s
+    return out
+
+
+def report_json(report: BenchReport, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON document of ``respkv bench --json`` (schema ``respkv.bench/1``)."""
+    cfg = report.config
+    doc: dict[str, Any] = {
+        "schema": JSON_SCHEMA,
+        "server": {"address": report.address},
+        "backend": {"name": report.backend},
+        "config": {
+            "chunk_bytes": cfg.chunk_bytes,
+            "num_keys": cfg.num_keys,
+            "num_workers": cfg.num_workers,
+            "repeat": cfg.repeat,
+            "warmup": cfg.warmup,
+        },
+        "units": {"bytes_per_s": "bytes per second", "seconds": "wall-clock seconds"},
+        "set": _op_json(report.set),
+        "get": {
+            **_op_json(report.get),
+            "verified": report.get.ok,
+            "mismatched_keys": report.get.mismatched_keys,
+            "first_mismatch": report.get.first_mismatch,
+        },
+        "exists": {**_op_json(report.exists), "hits": report.exists.hits},
+        "passed": report.passed,
+        "failures": report.failures(),
+    }
+    if extra:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(doc.get(key), dict):
+                doc[key] = {**doc[key], **value}
+            else:
+                doc[key] = value
+    return doc
