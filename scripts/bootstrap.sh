@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Installs what respkv's tests and benchmarks need on a fresh Debian/Ubuntu machine:
-# redis-server and redis-tools (apt, only when missing), the Python test dependencies,
-# and respkv itself with its native extension. Idempotent; safe to run again.
+# redis-server and redis-tools (apt, only when missing), then respkv itself with its
+# native extension, its runtime dependencies and its test dependencies (the `test` extra
+# in pyproject.toml: the one list of them). Idempotent; safe to run again.
+#
+# It installs into the Python that `python3` (or $PYTHON) is: run it inside a virtual
+# environment (`python3 -m venv .venv && . .venv/bin/activate`), as README.md says.
+# respkv is installed *with* its dependencies: an install with --no-deps works only where
+# they happen to be present already (the machine's global Python), never in a fresh venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,10 +19,13 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/d
 fi
 
 PY=${PYTHON:-python3}
-$PY -m pip install -q --disable-pip-version-check \
-  "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
-  "pytest>=8" "pytest-xdist>=3" "hypothesis>=6" "hiredis>=2.0" "redis>=5" numpy \
-  cryptography matplotlib
-$PY -m pip install -q --disable-pip-version-check --no-build-isolation --force-reinstall --no-deps .
+PIP=("$PY" -m pip install -q --disable-pip-version-check)
+# The build backend and its tools ([build-system] in pyproject.toml, plus CMake and
+# Ninja), installed here so the build below can run without isolation (no second copy
+# of them per build, and the persistent CMake build directory keeps working).
+"${PIP[@]}" "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
+# respkv with its dependencies and the test extra. pip always rebuilds and reinstalls a
+# project given as a directory, so a second run picks up changed sources.
+"${PIP[@]}" --no-build-isolation ".[test]"
 # pyenv puts console scripts behind shims that exist only after a rehash.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
