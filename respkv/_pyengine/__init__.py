@@ -1,7 +1,13 @@
 """The pure-Python backend: the readable reference implementation of the contract.
 
-``engine`` owns batches, tiling and completions; ``worker`` owns one connection each
-(selectors loop, pipelining windows, zero-copy I/O); ``notify`` the pollable event fd.
+The files mirror the native engine's (``respkv_native/src``), one concern each, and
+depend one way (``engine`` -> ``worker`` -> ``connection`` -> ``batch``/``notifier``):
+
+* ``engine``: submit, the tiling hand-off, cancel, the completion queue, close and fork;
+* ``worker``: one thread's scheduling (pipelining windows, deadlines, reconnect backoff);
+* ``connection``: one socket (non-blocking connect, TLS, handshake, send/recv, reader);
+* ``batch``: the Batch and Tile records and how a finished tile completes its batch;
+* ``notifier``: the pollable event fd.
 """
 
 from __future__ import annotations

@@ -1,129 +1,127 @@
-"""One worker thread: one connection, a ``selectors`` loop, bounded pipelining.
+"""One worker thread of the pure engine: scheduling keys over one connection.
 
 The plan
 --------
-A worker owns a queue of *tiles* (contiguous key ranges of batches) and one socket.
-Keys move through three places: ``_pending`` (not sent), ``_inflight`` (request
-written or being written, reply not yet read; FIFO, matching RESP's in-order replies)
-and done. The loop is full duplex: while a reply streams in, the next request is
-already being written, so neither direction idles.
+A worker owns a queue of *tiles* (contiguous key ranges of batches, see
+:mod:`respkv._pyengine.batch`) and at most one :class:`~respkv._pyengine.connection.
+Connection`. Keys move through three places: ``_pending`` (tiles with keys not sent),
+``_inflight`` (runs of keys whose requests are queued or written, replies not yet read;
+FIFO, matching RESP's in-order replies) and done. One ``selectors`` loop waits on the
+connection, the worker's wake-up fd, and the nearest deadline, and is full duplex: while
+a reply streams in, the next request is already being written. Nothing in the loop
+blocks: even a connection being opened is a phase of the loop, so a batch deadline or a
+cancel is met within one wake-up whatever the worker was doing.
 
-How much is in flight is bounded per connection (see ``ConnectionOptions``):
-a request is admitted when nothing is in flight, or when the count stays below
+Windows. How much is in flight is bounded per connection (see ``ConnectionOptions``): a
+request is admitted when nothing is in flight, or when the count stays below
 ``window_small``, the payload bytes below ``window_bytes``, and, for a large value
-(>= :data:`LARGE_VALUE_BYTES`), the large values below ``window_values``. Small
-replies (EXISTS, UNLINK) pipeline hundreds deep; multi-MiB values two deep, because
-Redis copies each queued reply into its output buffer before writing it, so deeper
-GET pipelines only add copies on the server (measured: benchmarks/bench_windows.py).
+(>= :data:`LARGE_VALUE_BYTES`), the large values below ``window_values``. Small replies
+(EXISTS, UNLINK) pipeline hundreds deep; multi-MiB values two deep, because Redis copies
+each queued reply into its output buffer before writing it, so deeper GET pipelines only
+add copies on the server (measured: benchmarks/bench_windows.py).
 
-Zero copy. SET goes out as ``sendmsg([header, caller's buffer, CRLF])``, resuming
-after partial writes with sliced memoryviews. A GET reply's payload is received with
-``recv_into`` straight into the caller's buffer (see :class:`respkv.resp2.Reader`).
+Runs. Keys travel in *runs* (:class:`~respkv._pyengine.batch.Run`): consecutive keys of
+one tile admitted together, sharing one ``op_timeout`` deadline and one offset in the
+connection's byte stream (so a failure says whether the request had been written:
+``Failure.in_flight``). EXISTS and UNLINK runs are hundreds of keys long, packed with one
+``join`` and answered through :mod:`respkv._pyengine.replies` with one ``map``: about a
+microsecond per key, and no object per key unless the key fails.
 
-Failure handling. A broken connection fails only the keys in flight (IO_ERROR); keys
-still pending are sent on a new connection, made lazily after a backoff that doubles
-from ``reconnect_backoff_min`` to ``reconnect_backoff_max`` and resets on success. If
-connecting fails, every pending key fails with IO_ERROR: each failure consumes work,
-so the loop always ends. The oldest in-flight request must be answered within
-``op_timeout`` of when its request was queued for writing, else the keys in flight
-get TIMEOUT and the connection is dropped.
+Deadlines. The oldest run must be answered within ``op_timeout`` of its admission, else
+the keys in flight get TIMEOUT (kind TIMED_OUT) and the connection is dropped. A batch's
+own deadline (``timeout=``) is kept in a heap of the worker's tiles; when it passes, or a
+cancel arrives, the tile *ends*: a connection with keys of it in flight is dropped (other
+keys in flight on it end ABORTED), and its keys not sent end without any I/O. Only then
+is the tile finished, so the batch's completion is never queued while this worker could
+still write into its buffers.
 
-Runs. Keys travel in *runs*: consecutive keys of one tile admitted together, sharing
-one deadline. EXISTS and UNLINK runs are hundreds of keys long, so their requests are
-packed with one ``join`` and their replies parsed with one :meth:`Reader.gets_many`
-call, which keeps the pure engine's per-key cost near a microsecond.
+Failures. A broken connection fails only the keys in flight; keys still pending go out on
+a new connection, made after a backoff that doubles from ``reconnect_backoff_min`` to
+``reconnect_backoff_max`` and resets on success. If connecting fails, every pending key
+fails: each failure consumes work, so the loop always ends. Any byte that arrives while no
+request is in flight, or before the request it would answer was written, is a
+desynchronised stream: the connection is dropped, and nothing answered before is touched.
+An unexpected exception fails what the worker holds (kind INTERNAL) and restarts the loop.
 
-Locking. Submitters append tiles under ``_lock`` and wake the worker through its
-notifier; everything else in here runs on the worker thread alone.
+Locking. Submitters append tiles (and ``cancel`` appends tiles to end) under ``_lock`` and
+wake the worker through its notifier; everything else here runs on the worker thread.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 import selectors
-import socket
-import ssl
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import replace
+from typing import Final
 
-from respkv._admin import handshake_commands, open_socket
-from respkv._contract import KeyStatus, Op
-from respkv._pyengine.notify import Notifier
-from respkv.errors import ProtocolError, ReplyError
-from respkv.resp2 import (
-    FILLED,
-    NEED_DATA,
-    Reader,
-    SizeMismatch,
-    pack_command,
-    pack_key_command,
-    pack_set_header,
-)
+from respkv._contract import Op
+from respkv._failure import ErrorKind, Failure
+from respkv._options import ConnectionOptions
+from respkv._pyengine.batch import Batch, Run, Tile
+from respkv._pyengine.connection import Connection, Dropped, Poller, TlsContext
+from respkv._pyengine.notifier import Notifier
+from respkv._pyengine.replies import Broken, key_replies, value_replies
+from respkv.resp2 import pack_key_command as _pack_key_command
+from respkv.resp2 import pack_set_header as _pack_set_header
 
-if TYPE_CHECKING:
-    from respkv._options import ConnectionOptions
-    from respkv._pyengine.engine import Tile
+__all__ = ["INLINE_VALUE_BYTES", "LARGE_VALUE_BYTES", "Worker"]
 
-__all__ = ["LARGE_VALUE_BYTES", "Worker"]
+log = logging.getLogger("respkv.engine")
 
 #: Values at least this large count against ``window_values`` (see the module essay).
 LARGE_VALUE_BYTES: Final = 256 * 1024
-#: Bytes asked for per ``recv`` when not receiving into a caller's buffer.
-RECV_CHUNK: Final = 256 * 1024
-#: Bytes asked for when the next reply is a large GET value: enough for its
-#: ``$<len>\r\n`` header (and the CRLF of the value before), so that at most this
-#: many payload bytes are copied instead of a whole :data:`RECV_CHUNK`.
-HEADER_RECV: Final = 64
 #: Values below this are copied into the request bytes (one iovec beats three).
 INLINE_VALUE_BYTES: Final = 16 * 1024
-#: Most buffers handed to one ``sendmsg`` (Linux's IOV_MAX is 1024).
-MAX_IOV: Final = 512
 
+#: Finished tiles tolerated in the deadline heap before it is rebuilt without them
+#: (amortized: a rebuild happens only once most entries are finished).
+_HEAP_SLACK: Final = 64
+_READ: Final = selectors.EVENT_READ
+_WRITE: Final = selectors.EVENT_WRITE
 _CRLF: Final = b"\r\n"
 _OP_COMMANDS: Final = {Op.GET: b"GET", Op.EXISTS: b"EXISTS", Op.DELETE: b"UNLINK"}
 #: ``*2\r\n$<n>\r\n<NAME>\r\n``: what every one-key command of an op starts with.
 _OP_HEADS: Final = {op: b"*2\r\n$%d\r\n%b\r\n" % (len(n), n) for op, n in _OP_COMMANDS.items()}
-_CANCELLED_TEXT: Final = "connector closed before the key was sent"
-_OK: Final = KeyStatus.OK
-_MISS: Final = KeyStatus.MISS
-
-
-class _Dropped(Exception):
-    """Internal: the connection must be dropped; ``status`` is what in-flight keys get."""
-
-    def __init__(self, status: KeyStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Worker(threading.Thread):
     """Runs the tiles given to it on its own connection until ``stop`` is called."""
 
-    def __init__(self, index: int, options: ConnectionOptions) -> None:
+    def __init__(self, index: int, options: ConnectionOptions, tls: TlsContext | None) -> None:
         super().__init__(name=f"respkv-worker-{index}", daemon=True)
         self._opt = options
+        self._tls = tls
+        address = options.address
         self._lock = threading.Lock()
-        self._incoming: deque[Tile] = deque()
+        self._incoming: list[Tile] = []
+        self._to_end: list[Tile] = []
         self._wake = Notifier()
         self._stopping = False
         # Worker-thread state.
-        self._pending: deque[_Cursor] = deque()
-        self._inflight: deque[_Run] = deque()
+        self._pending: deque[Tile] = deque()
+        self._inflight: deque[Run] = deque()
+        self._deadlines: list[tuple[float, int, Tile]] = []
+        self._seq = itertools.count()
         self._inflight_keys = 0
-        self._out: deque[memoryview | bytes] = deque()
         self._inflight_bytes = 0
         self._inflight_large = 0
-        self._sock: socket.socket | None = None
-        self._reader = Reader()
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(self._wake.fileno(), selectors.EVENT_READ, None)
-        self._events = 0
+        self._out: deque[memoryview | bytes] = deque()
+        self._queued = 0  # bytes queued on the current connection
+        self._conn: Connection | None = None
+        self._poller = Poller(self._wake.fileno())
         self._woken = True
         self._backoff = 0.0
         self._connect_after = 0.0
-        self._tls = options.tls is not None
+        self._closed_failure = Failure(ErrorKind.CLOSED, address)
+        self._cancelled = Failure(ErrorKind.CANCELLED, address)
+        self._aborted = Failure(ErrorKind.ABORTED, address)
+        self._timed_out = Failure(ErrorKind.TIMED_OUT, address, timeout=options.op_timeout)
+        self._address = address
 
     # -- called from other threads -------------------------------------------------
 
@@ -134,340 +132,165 @@ class Worker(threading.Thread):
             self._incoming.append(tile)
         self._wake.set()
 
+    def end(self, tile: Tile) -> None:
+        """End ``tile`` now (its batch was cancelled); non-blocking."""
+        with self._lock:
+            self._to_end.append(tile)
+        self._wake.set()
+
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
         self._wake.set()
 
+    def release_in_child(self) -> None:
+        """In a forked child: close this worker's descriptors (its thread is not here)."""
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            conn.sock.close()
+        self._poller.close()
+        self._wake.close_in_child()
+
     # -- the loop ------------------------------------------------------------------
 
     def run(self) -> None:
         try:
-            self._loop()
+            while True:
+                try:
+                    self._loop()
+                    return
+                except Exception as exc:  # a bug: fail what is held, keep serving
+                    self._recover(exc)
         finally:
-            self._close_socket()
-            self._sel.close()
+            self._close_conn()
+            self._poller.close()
             self._wake.close()
 
     def _loop(self) -> None:
-        stopping = False
         while True:
             if self._woken:
                 self._woken = False
-                self._wake.clear()
-                with self._lock:
-                    stopping = self._stopping
-                    was_idle = not self._pending and not self._inflight
-                    while self._incoming:
-                        tile = self._incoming.popleft()
-                        self._pending.append(_Cursor(tile))
-                if was_idle and self._pending and self._sock is not None:
-                    self._check_idle_socket()
-            if stopping and self._pending:
-                self._cancel_pending()
+                self._take_inbox()
+            now = time.monotonic()
+            if self._deadlines and self._deadlines[0][0] <= now:
+                self._expire(now)
+            if self._stopping and (self._pending or self._inflight):
+                # close(): everything ends now, kind CLOSED (the keys in flight too: a
+                # stalled server must not hold close() for op_timeout).
+                if self._inflight:
+                    self._drop(self._closed_failure, backoff=False)
+                self._fail_pending(self._closed_failure)
             if not self._pending and not self._inflight:
-                if stopping:
+                if self._stopping:
                     return
-                self._set_interest(0)
-                self._sel.select(None)
-                self._woken = True
+                self._idle()
                 continue
-            if self._sock is None:
-                wait = self._connect_after - time.monotonic()
-                if wait > 0:
-                    self._set_interest(0)
-                    if self._sel.select(wait):
-                        self._woken = True
-                    continue
-                if not self._connect():
-                    continue
-            try:
-                self._admit()
-                self._pump()
-            except _Dropped as exc:
-                self._drop(exc.status, exc.message)
-
-    def _pump(self) -> None:
-        """One round of I/O: wait for readiness (bounded by the head's deadline)."""
-        sock = self._sock
-        assert sock is not None
-        want = selectors.EVENT_READ if self._inflight else 0
-        if self._out:
-            want |= selectors.EVENT_WRITE
-        if self._tls and sock.pending():  # type: ignore[attr-defined]
-            self._on_readable(sock)
-            return
-        self._set_interest(want)
-        timeout = None
-        if self._inflight:
-            timeout = max(0.0, self._inflight[0].deadline - time.monotonic())
-        events = self._sel.select(timeout)
-        for key, mask in events:
-            if key.data is None:
-                self._woken = True
-                continue
-            if mask & selectors.EVENT_WRITE:
-                self._on_writable(sock)
-            if mask & selectors.EVENT_READ:
-                self._on_readable(sock)
-        if self._inflight and time.monotonic() >= self._inflight[0].deadline:
-            raise _Dropped(
-                KeyStatus.TIMEOUT, f"no reply within op_timeout ({self._opt.op_timeout} s)"
-            )
-
-    def _set_interest(self, events: int) -> None:
-        sock = self._sock
-        if events == self._events or sock is None:
-            if sock is None:
-                self._events = 0
-            return
-        if self._events == 0:
-            self._sel.register(sock, events, True)
-        elif events == 0:
-            self._sel.unregister(sock)
-        else:
-            self._sel.modify(sock, events, True)
-        self._events = events
-
-    # -- admitting requests --------------------------------------------------------
-
-    def _admit(self) -> None:
-        """Move pending keys in flight while the windows allow, queueing their bytes."""
-        opt = self._opt
-        pending = self._pending
-        inflight = self._inflight
-        out = self._out
-        deadline = time.monotonic() + opt.op_timeout
-        small: list[bytes] = []
-        while pending:
-            cur = pending[0]
-            tile = cur.tile
-            batch = tile.batch
-            start = cur.next
-            stop = tile.indices.stop
-            views = batch.views
-            if views is None:
-                # EXISTS / UNLINK: no payload, only the count window applies.
-                room = opt.window_small - self._inflight_keys
-                if room <= 0 and self._inflight_keys:
-                    break
-                end = min(stop, start + max(room, 1))
-                # pack_key_command inlined: this line runs once per EXISTS/UNLINK key.
-                head = _OP_HEADS[batch.op]
-                run_keys = batch.keys[start:end]
-                small.append(b"".join([b"%b$%d\r\n%b\r\n" % (head, len(k), k) for k in run_keys]))
-            else:
-                end = start
-                is_set = batch.op is Op.SET
-                keys = batch.keys
-                while end < stop:
-                    nbytes = views[end].nbytes
-                    large = nbytes >= LARGE_VALUE_BYTES
-                    in_flight = self._inflight_keys + end - start
-                    if in_flight and (
-                        in_flight >= opt.window_small
-                        or self._inflight_bytes + nbytes > opt.window_bytes
-                        or (large and self._inflight_large >= opt.window_values)
-                    ):
-                        break
-                    self._inflight_bytes += nbytes
-                    self._inflight_large += large
-                    if not is_set:
-                        small.append(pack_key_command(b"GET", keys[end]))
-                    elif nbytes < INLINE_VALUE_BYTES:
-                        header = pack_set_header(keys[end], nbytes)
-                        small.append(header + views[end].tobytes() + _CRLF)
-                    else:
-                        if small:
-                            out.append(b"".join(small))
-                            small = []
-                        out.append(pack_set_header(keys[end], nbytes))
-                        out.append(views[end])
-                        out.append(_CRLF)
-                    end += 1
-                if end == start:
-                    break
-            self._inflight_keys += end - start
-            inflight.append(_Run(tile, start, end, deadline))
-            if end < stop:
-                cur.next = end
-                break
-            pending.popleft()
-        if small:
-            out.append(b"".join(small))
-
-    # -- writing -------------------------------------------------------------------
-
-    def _on_writable(self, sock: socket.socket) -> None:
-        out = self._out
-        try:
-            if self._tls:
-                sent = sock.send(out[0])
-            else:
-                sent = sock.sendmsg(list(out)[:MAX_IOV] if len(out) > MAX_IOV else out)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return
-        except OSError as exc:
-            raise _Dropped(KeyStatus.IO_ERROR, self._lost(exc)) from None
-        while sent:
-            head = out[0]
-            size = len(head) if isinstance(head, bytes) else head.nbytes
-            if sent >= size:
-                out.popleft()
-                sent -= size
-            else:
-                out[0] = memoryview(head)[sent:]
-                sent = 0
-
-    # -- reading -------------------------------------------------------------------
-
-    def _on_readable(self, sock: socket.socket) -> None:
-        reader = self._reader
-        try:
-            view = reader.get_buffer()
-            if view is not None:
-                n = sock.recv_into(view)
-                if n:
-                    reader.buffer_updated(n)
-            else:
-                data = sock.recv(HEADER_RECV if self._large_get_next() else RECV_CHUNK)
-                n = len(data)
-                if n:
-                    reader.feed(data)
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return
-        except OSError as exc:
-            raise _Dropped(KeyStatus.IO_ERROR, self._lost(exc)) from None
-        if n == 0:
-            raise _Dropped(KeyStatus.IO_ERROR, self._lost("server closed the connection"))
-        self._take_replies()
-
-    def _large_get_next(self) -> bool:
-        """True when the next reply is a large GET value: then only its header is
-        received into our buffer, so the payload lands in the caller's buffer whole."""
-        if not self._inflight:
-            return False
-        run = self._inflight[0]
-        views = run.tile.batch.views
-        return (
-            views is not None
-            and run.tile.batch.op is Op.GET
-            and views[run.pos].nbytes >= LARGE_VALUE_BYTES
-        )
-
-    def _take_replies(self) -> None:
-        reader = self._reader
-        inflight = self._inflight
-        while inflight:
-            run = inflight[0]
-            tile = run.tile
-            batch = tile.batch
-            statuses = batch.statuses
-            views = batch.views
-            pos = run.pos
-            stop = run.stop
-            try:
-                if views is None:
-                    for reply in reader.gets_many(stop - pos):
-                        if reply == 1:
-                            statuses[pos] = _OK
-                        elif reply == 0:
-                            statuses[pos] = _MISS
-                        else:
-                            statuses[pos], batch.errors[pos] = _status_of(batch.op, reply, 0)
-                        pos += 1
+            conn = self._conn
+            if conn is None:
+                if now < self._connect_after:
+                    self._select(0, self._connect_after)
                 else:
-                    is_get = batch.op is Op.GET
-                    while pos < stop:
-                        if is_get:
-                            reader.set_target(views[pos])
-                        reply = reader.gets()
-                        if reply is NEED_DATA:
-                            break
-                        nbytes = views[pos].nbytes
-                        self._inflight_bytes -= nbytes
-                        self._inflight_large -= nbytes >= LARGE_VALUE_BYTES
-                        if reply is FILLED or (not is_get and reply == b"OK"):
-                            statuses[pos] = _OK
-                        else:
-                            statuses[pos], batch.errors[pos] = _status_of(batch.op, reply, nbytes)
-                        pos += 1
-            except ProtocolError as exc:
-                self._settle(run, pos)
-                raise _Dropped(KeyStatus.PROTOCOL_ERROR, str(exc)) from None
-            self._settle(run, pos)
-            if pos < stop:
-                return
-            inflight.popleft()
+                    self._open(now)
+            elif not conn.ready:
+                self._opening(conn, now)
+            else:
+                try:
+                    self._admit(now)
+                    self._pump(conn)
+                except Dropped as exc:
+                    self._drop(exc.failure)
 
-    def _settle(self, run: _Run, pos: int) -> None:
-        """Account keys ``run.pos .. pos`` as done (their statuses are written)."""
-        done = pos - run.pos
-        if done:
-            run.pos = pos
-            self._inflight_keys -= done
-            run.tile.keys_done(done)
+    def _select(self, events: int, until: float | None) -> int:
+        """Wait for ``events`` on the connection, the wake fd, ``until`` or the nearest
+        batch deadline; the connection's ready events."""
+        conn = self._conn
+        self._poller.watch(conn.sock if conn is not None else None, events)
+        if self._deadlines:
+            first = self._deadlines[0][0]
+            until = first if until is None or first < until else until
+        mask, woken = self._poller.wait(None if until is None else until - time.monotonic())
+        if woken:
+            self._woken = True
+        return mask
 
-    # -- connection lifecycle ------------------------------------------------------
+    def _take_inbox(self) -> None:
+        self._wake.clear()  # before taking the work: a later set() is not lost
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            to_end, self._to_end = self._to_end, []
+        was_idle = not self._pending and not self._inflight
+        self._pending.extend(incoming)
+        heap = self._deadlines
+        for tile in incoming:
+            deadline = tile.batch.deadline
+            if deadline is not None:
+                heapq.heappush(heap, (deadline, next(self._seq), tile))
+        if len(heap) > _HEAP_SLACK and len(heap) > 2 * (len(self._pending) + len(self._inflight)):
+            # Mostly finished tiles whose deadline has not come yet: rebuild without them.
+            heap[:] = [entry for entry in heap if not entry[2].finished]
+            heapq.heapify(heap)
+        if to_end:
+            self._end([(tile, self._cancelled) for tile in to_end if not tile.finished])
+        conn = self._conn
+        if was_idle and self._pending and conn is not None and conn.ready:
+            self._check_idle(conn)
 
-    def _connect(self) -> bool:
-        """Open and hand-shake a connection; on failure fail every pending key."""
-        opt = self._opt
+    def _idle(self) -> None:
+        """Nothing to do: wait, watching an open connection for a close or stray bytes."""
+        conn = self._conn
+        if conn is not None and not conn.ready:
+            self._close_conn()  # being opened for work that has ended meanwhile
+            conn = None
+        if self._select(_READ if conn is not None else 0, None) and conn is not None:
+            self._check_idle(conn)
+
+    def _check_idle(self, conn: Connection) -> None:
+        """With nothing in flight, a readable connection was closed by the server (an
+        idle timeout, a restart: reconnect when work comes) or sent bytes nobody asked
+        for (a desynchronised stream: drop it)."""
         try:
-            sock = open_socket(opt, opt.connect_timeout)
-        except (OSError, ValueError) as exc:
-            self._connect_failed(KeyStatus.IO_ERROR, f"connect to {opt.address} failed: {exc}")
-            return False
+            if conn.receive(header_only=False):
+                self._take_replies(conn)
+        except Dropped as exc:
+            self._drop(exc.failure, backoff=exc.failure.kind is ErrorKind.PROTOCOL_ERROR)
+
+    # -- opening a connection ------------------------------------------------------
+
+    def _open(self, now: float) -> None:
+        conn = Connection(self._opt, self._tls)
+        self._conn = conn
         try:
-            failure = self._handshake(sock)
-        except (OSError, ProtocolError) as exc:
-            sock.close()
-            self._connect_failed(KeyStatus.IO_ERROR, f"connect to {opt.address} failed: {exc}")
-            return False
-        if failure is not None:
-            sock.close()
-            self._connect_failed(KeyStatus.SERVER_ERROR, failure)
-            return False
-        sock.setblocking(False)
-        self._sock = sock
-        self._reader = Reader()
-        self._events = 0
+            conn.begin(now)
+        except Dropped as exc:
+            self._connect_failed(exc.failure)
+            return
+        if conn.ready:
+            self._connected(conn)
+
+    def _opening(self, conn: Connection, now: float) -> None:
+        if now >= conn.connect_deadline:
+            self._connect_failed(conn.timed_out())
+            return
+        if not self._select(conn.events(), conn.connect_deadline):
+            return
+        try:
+            conn.advance()
+        except Dropped as exc:
+            self._connect_failed(exc.failure)
+            return
+        if conn.ready:
+            self._connected(conn)
+
+    def _connected(self, conn: Connection) -> None:
         self._backoff = 0.0
-        return True
+        self._queued = 0
+        if not conn.reader.idle:  # bytes after the handshake replies
+            self._connect_failed(_desync(self._address, "after the connection handshake"))
 
-    def _handshake(self, sock: socket.socket) -> str | None:
-        """AUTH / SELECT / CLIENT SETNAME, pipelined; the failure text or None."""
-        cmds = handshake_commands(self._opt)
-        if not cmds:
-            return None
-        sock.settimeout(self._opt.connect_timeout)
-        payload = b"".join(bytes(memoryview(p)) for c in cmds for p in pack_command(*c))
-        sock.sendall(payload)
-        reader = Reader()
-        replies: list[Any] = []
-        while len(replies) < len(cmds):
-            reply = reader.gets()
-            if reply is NEED_DATA:
-                data = sock.recv(4096)
-                if not data:
-                    raise ConnectionError("server closed the connection during the handshake")
-                reader.feed(data)
-                continue
-            replies.append(reply)
-        for cmd, reply in zip(cmds, replies):
-            name = str(cmd[0])
-            if isinstance(reply, ReplyError) and name in ("AUTH", "SELECT"):
-                return f"{name} failed: {reply}"
-        return None
-
-    def _connect_failed(self, status: KeyStatus, message: str) -> None:
+    def _connect_failed(self, failure: Failure) -> None:
+        self._close_conn()
         self._schedule_reconnect()
-        self._fail_pending(status, message)
-
-    def _fail_pending(self, status: KeyStatus, message: str) -> None:
-        while self._pending:
-            cur = self._pending.popleft()
-            _fail(cur.tile, cur.next, cur.tile.indices.stop, status, message)
+        self._fail_pending(failure)
 
     def _schedule_reconnect(self) -> None:
         opt = self._opt
@@ -476,101 +299,237 @@ class Worker(threading.Thread):
         )
         self._connect_after = time.monotonic() + self._backoff
 
-    def _drop(self, status: KeyStatus, message: str) -> None:
-        """Fail the keys in flight with ``status``, close the socket, plan a reconnect."""
-        self._close_socket()
-        self._schedule_reconnect()
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        self._poller.watch(None, 0)
+        if conn is not None:
+            conn.close()
+
+    # -- admitting requests --------------------------------------------------------
+
+    def _admit(self, now: float) -> None:
+        """Move pending keys in flight while the windows allow, queueing their bytes."""
+        opt = self._opt
+        pending = self._pending
+        out = self._out
+        deadline = now + opt.op_timeout
+        small: list[bytes] = []
+        queued = self._queued
+        while pending:
+            tile = pending[0]
+            batch = tile.batch
+            start = tile.sent
+            offset = queued
+            if batch.views is None:
+                # EXISTS / UNLINK: no payload, only the count window applies.
+                room = opt.window_small - self._inflight_keys
+                if room <= 0 and self._inflight_keys:
+                    break
+                end = min(tile.stop, start + max(room, 1))
+                head = _OP_HEADS[batch.op]
+                # pack_key_command inlined: this line runs once per EXISTS/UNLINK key.
+                data = b"".join(
+                    [b"%b$%d\r\n%b\r\n" % (head, len(k), k) for k in batch.keys[start:end]]
+                )
+                small.append(data)
+                queued += len(data)
+            else:
+                end, queued, small = self._admit_values(tile, batch, small, queued)
+                if end == start:
+                    break
+            self._inflight_keys += end - start
+            self._inflight.append(Run(tile, start, end, deadline, offset))
+            tile.sent = end
+            if end < tile.stop:
+                break
+            pending.popleft()
+        if small:
+            out.append(b"".join(small))
+        self._queued = queued
+
+    def _admit_values(
+        self, tile: Tile, batch: Batch, small: list[bytes], queued: int
+    ) -> tuple[int, int, list[bytes]]:
+        """SET / GET keys of ``tile`` from ``tile.sent`` while the windows allow: the
+        end of the run, the bytes queued so far, and the small requests not yet queued."""
+        opt = self._opt
+        views = batch.views
+        assert views is not None
+        keys = batch.keys
+        out = self._out
+        is_set = batch.op is Op.SET
+        start = end = tile.sent
+        while end < tile.stop:
+            nbytes = views[end].nbytes
+            large = nbytes >= LARGE_VALUE_BYTES
+            in_flight = self._inflight_keys + end - start
+            if in_flight and (
+                in_flight >= opt.window_small
+                or self._inflight_bytes + nbytes > opt.window_bytes
+                or (large and self._inflight_large >= opt.window_values)
+            ):
+                break
+            self._inflight_bytes += nbytes
+            self._inflight_large += large
+            if not is_set:
+                data = _pack_key_command(b"GET", keys[end])
+                small.append(data)
+                queued += len(data)
+            elif nbytes < INLINE_VALUE_BYTES:
+                data = _pack_set_header(keys[end], nbytes) + views[end].tobytes() + _CRLF
+                small.append(data)
+                queued += len(data)
+            else:
+                if small:
+                    out.append(b"".join(small))
+                    small = []
+                header = _pack_set_header(keys[end], nbytes)
+                out.append(header)
+                out.append(views[end])
+                out.append(_CRLF)
+                queued += len(header) + nbytes + 2
+            end += 1
+        return end, queued, small
+
+    # -- I/O -----------------------------------------------------------------------
+
+    def _pump(self, conn: Connection) -> None:
+        """One round of I/O: wait for readiness (bounded by the head's deadline)."""
+        if conn.has_pending():  # TLS: decrypted bytes the socket will not announce
+            self._on_readable(conn)
+            return
+        want = _READ | _WRITE if self._out else _READ
+        head = self._inflight[0].deadline if self._inflight else None
+        mask = self._select(want, head)
+        if mask & _WRITE:
+            conn.send(self._out)
+        if mask & _READ:
+            self._on_readable(conn)
+        if self._inflight and time.monotonic() >= self._inflight[0].deadline:
+            raise Dropped(self._timed_out)
+
+    def _on_readable(self, conn: Connection) -> None:
+        if conn.receive(self._large_get_next()):
+            self._take_replies(conn)
+
+    def _large_get_next(self) -> bool:
+        """True when the next reply is a large GET value: then only its header is
+        received into our buffer, so the payload lands in the caller's buffer whole."""
+        if not self._inflight:
+            return False
+        run = self._inflight[0]
+        batch = run.tile.batch
+        views = batch.views
+        return (
+            views is not None and batch.op is Op.GET and views[run.pos].nbytes >= LARGE_VALUE_BYTES
+        )
+
+    # -- replies -------------------------------------------------------------------
+
+    def _take_replies(self, conn: Connection) -> None:
+        reader = conn.reader
+        inflight = self._inflight
+        while inflight:
+            run = inflight[0]
+            if run.offset >= conn.sent and not reader.idle:
+                raise Dropped(_desync(self._address, "before its request was sent"))
+            take = key_replies if run.tile.batch.views is None else value_replies
+            try:
+                pos = take(run, reader, self._address)
+            except Broken as exc:
+                self._settle(run, exc.pos)
+                failure = Failure(ErrorKind.PROTOCOL_ERROR, self._address, detail=str(exc))
+                raise Dropped(failure) from None
+            self._settle(run, pos)
+            if pos < run.stop:
+                return
+            inflight.popleft()
+        if not reader.idle:
+            raise Dropped(_desync(self._address, "with no request in flight"))
+
+    def _settle(self, run: Run, pos: int) -> None:
+        """Account keys ``run.pos .. pos`` as done (their statuses are written)."""
+        done = pos - run.pos
+        if not done:
+            return
+        views = run.tile.batch.views
+        if views is not None:  # SET / GET: their values leave the byte windows
+            for view in views[run.pos : pos]:
+                nbytes = view.nbytes
+                self._inflight_bytes -= nbytes
+                self._inflight_large -= nbytes >= LARGE_VALUE_BYTES
+        run.pos = pos
+        self._inflight_keys -= done
+        run.tile.keys_done(done)
+
+    # -- ending keys early ---------------------------------------------------------
+
+    def _drop(
+        self, failure: Failure, ending: dict[Tile, Failure] | None = None, backoff: bool = True
+    ) -> None:
+        """Close the connection and fail every key in flight on it: ``failure``, or the
+        tile's own in ``ending``; ``in_flight`` says whether its request was written."""
+        conn = self._conn
+        sent = conn.sent if conn is not None else 0
+        self._close_conn()
+        if backoff:
+            self._schedule_reconnect()
+        variants: dict[tuple[int, bool], Failure] = {}
         while self._inflight:
             run = self._inflight.popleft()
-            _fail(run.tile, run.pos, run.stop, status, message)
-        self._inflight_keys = 0
-        self._inflight_bytes = 0
-        self._inflight_large = 0
+            base = ending.get(run.tile, failure) if ending else failure
+            written = sent > run.offset
+            f = variants.get((id(base), written))
+            if f is None:
+                f = base if base.in_flight == written else replace(base, in_flight=written)
+                variants[id(base), written] = f
+            run.tile.fail(run.pos, run.stop, f)
+        self._inflight_keys = self._inflight_bytes = self._inflight_large = 0
         self._out.clear()
+        self._queued = 0
 
-    def _close_socket(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            if self._events:
-                self._sel.unregister(sock)
-            self._events = 0
-            sock.close()
+    def _fail_pending(self, failure: Failure) -> None:
+        while self._pending:
+            tile = self._pending.popleft()
+            start, tile.sent = tile.sent, tile.stop
+            tile.fail(start, tile.stop, failure)
 
-    def _check_idle_socket(self) -> None:
-        """Drop an idle connection the server has closed (restart, idle timeout), so
-        new work goes to a fresh one instead of failing on the stale one."""
-        sock = self._sock
-        assert sock is not None
-        if self._tls:
-            return  # MSG_PEEK is not available on TLS sockets; a failure is caught later.
-        try:
-            sock.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            return  # nothing to read: the connection is healthy
-        except OSError:
-            pass
-        # EOF, an error, or unsolicited bytes (not ours to interpret): start afresh.
-        self._close_socket()
+    def _expire(self, now: float) -> None:
+        """End the tiles whose batch deadline has passed."""
+        heap = self._deadlines
+        items: list[tuple[Tile, Failure]] = []
+        while heap and heap[0][0] <= now:
+            tile = heapq.heappop(heap)[2]
+            if not tile.finished:
+                timeout = tile.batch.timeout or 0.0
+                items.append((tile, Failure(ErrorKind.DEADLINE, self._address, timeout=timeout)))
+        if items:
+            self._end(items)
 
-    def _cancel_pending(self) -> None:
-        self._fail_pending(KeyStatus.CANCELLED, _CANCELLED_TEXT)
+    def _end(self, items: list[tuple[Tile, Failure]]) -> None:
+        """End tiles now: drop the connection if any has keys in flight (keys of other
+        tiles on it end ABORTED), then fail their keys not sent, without I/O."""
+        ending = dict(items)
+        if any(tile.has_inflight for tile in ending):
+            self._drop(self._aborted, ending, backoff=False)
+        for tile, failure in ending.items():
+            if tile.sent < tile.stop:
+                try:
+                    self._pending.remove(tile)
+                except ValueError:  # pragma: no cover - a tile not sent is pending
+                    pass
+                start, tile.sent = tile.sent, tile.stop
+                tile.fail(start, tile.stop, failure)
 
-    def _lost(self, reason: object) -> str:
-        return f"connection to {self._opt.address} lost: {reason}"
-
-
-class _Cursor:
-    """A tile's keys not yet sent: ``tile.indices`` from ``next`` on."""
-
-    __slots__ = ("next", "tile")
-
-    def __init__(self, tile: Tile) -> None:
-        self.tile = tile
-        self.next = tile.indices.start
-
-
-class _Run:
-    """Consecutive keys of one tile in flight: ``pos`` is the next reply's key."""
-
-    __slots__ = ("deadline", "pos", "stop", "tile")
-
-    def __init__(self, tile: Tile, start: int, stop: int, deadline: float) -> None:
-        self.tile = tile
-        self.pos = start
-        self.stop = stop
-        self.deadline = deadline
+    def _recover(self, exc: Exception) -> None:
+        """After an unexpected exception: fail what this worker holds (kind INTERNAL,
+        the exception's text) and drop its connection; the loop then starts again."""
+        log.error("respkv worker %s: unexpected error; failing its keys", self.name, exc_info=exc)
+        failure = Failure(ErrorKind.INTERNAL, self._address, detail=f"{type(exc).__name__}: {exc}")
+        self._drop(failure)
+        self._fail_pending(failure)
+        self._woken = True
 
 
-def _fail(tile: Tile, start: int, stop: int, status: KeyStatus, message: str) -> None:
-    """Give keys ``start .. stop`` of ``tile`` a failure status and complete them."""
-    if start >= stop:
-        return
-    batch = tile.batch
-    for i in range(start, stop):
-        batch.statuses[i] = status
-        batch.errors[i] = message
-    tile.keys_done(stop - start)
-
-
-def _status_of(op: Op, reply: Any, nbytes: int) -> tuple[KeyStatus, str | None]:
-    """Map one reply to the key's status and error text."""
-    if isinstance(reply, ReplyError):
-        return KeyStatus.SERVER_ERROR, str(reply)
-    if op is Op.GET:
-        if reply is FILLED:
-            return KeyStatus.OK, None
-        if reply is None:
-            return KeyStatus.MISS, None
-        if isinstance(reply, SizeMismatch):
-            return (
-                KeyStatus.SIZE_MISMATCH,
-                f"value is {reply.length} bytes, buffer is {nbytes} bytes",
-            )
-    elif op is Op.SET:
-        if reply == b"OK":
-            return KeyStatus.OK, None
-    elif reply == 1:
-        return KeyStatus.OK, None
-    elif reply == 0:
-        return KeyStatus.MISS, None
-    return KeyStatus.SERVER_ERROR, f"unexpected reply: {reply!r:.80}"
+def _desync(address: str, when: str) -> Failure:
+    return Failure(ErrorKind.PROTOCOL_ERROR, address, detail=f"unsolicited bytes {when}")
