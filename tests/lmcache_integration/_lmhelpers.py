@@ -182,3 +182,37 @@ def load(adapter: Any, keys: list[Any], objs: list[Any], timeout: float = EVENT_
         return None
     bitmap = adapter.query_load_result(tid)
     return [bool(bitmap.test(i)) for i in range(len(keys))]
+
+
+def use_backend(monkeypatch: Any, name: str) -> None:
+    """Select respkv's backend ``name`` for clients LMCache builds (RESPKV_BACKEND)."""
+    if name == "native":
+        from respkv._backend import load_native
+
+        load_native()  # an ImportError here fails the test: the session builds native
+    monkeypatch.setenv("RESPKV_BACKEND", name)
+
+
+#: How long a restarted server may take to answer PING again.
+RESTART_TIMEOUT_S: Final = 15.0
+#: Pause between PINGs while it restarts (a bounded readiness poll, nothing else).
+RESTART_POLL_S: Final = 0.05
+
+
+def restart_server(server: Any) -> None:
+    """Restart ``server`` in place (``DEBUG RESTART``: same process, port and config;
+    every client connection drops), then wait until it answers PING."""
+    import time
+
+    try:
+        redis_command(server, "DEBUG", "RESTART")
+    except OSError:
+        pass  # the server closes our connection as it restarts
+    deadline = time.monotonic() + RESTART_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if redis_command(server, "PING") == b"PONG":
+                return
+        except OSError:
+            time.sleep(RESTART_POLL_S)
+    raise TimeoutError(f"server did not come back within {RESTART_TIMEOUT_S} s")

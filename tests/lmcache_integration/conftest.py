@@ -62,12 +62,10 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """A respkv backend; RESPKV_BACKEND is set too, for LMCache-built clients."""
-    name: str = request.param
-    if name == "native":
-        from respkv._backend import load_native
+    from _lmhelpers import use_backend
 
-        load_native()  # an ImportError here fails the test: the session builds native
-    monkeypatch.setenv("RESPKV_BACKEND", name)
+    name: str = request.param
+    use_backend(monkeypatch, name)
     return name
 
 

@@ -20,8 +20,9 @@ OBJ_SIZE = 65536
 
 
 def _run_check(spec: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> str:
-    import respkv.compat.lmcache_plugin  # noqa: F401  (registers the "respkv" type)
     from lmcache.v1.check.check_mode_test_l2_adapter import run_test_mode
+
+    import respkv.compat.lmcache_plugin  # noqa: F401  (registers the "respkv" type)
 
     asyncio.run(
         run_test_mode(
@@ -58,9 +59,7 @@ def test_check_passes_on_respkv(
     assert f"({expected})" in out
 
 
-def test_check_passes_on_lmcache_own_resp(
-    flushed: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_passes_on_lmcache_own_resp(flushed: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """The reference: LMCache's own client passes the same check (it has no misses)."""
     _assert_all_passed(_run_check(adapter_json("resp", flushed), capsys))
 
