@@ -26,10 +26,27 @@ from typing import Final
 import numpy as np
 import pytest
 
-from respkv import Client, ConfigError, ConnectionOptions, Connector, ErrorKind, KeyStatus
-from respkv._faultcheck import Outcome, check_hits, finish, keyed_value, poisoned, recover
+from respkv import (
+    Client,
+    ConfigError,
+    ConnectionOptions,
+    Connector,
+    ErrorKind,
+    KeyStatus,
+    _faultcheck,
+)
+from respkv._admin import AdminConnection
+from respkv._faultcheck import (
+    Outcome,
+    check_hits,
+    finish,
+    keyed_value,
+    poisoned,
+    recover,
+)
 from respkv._faultproxy import FaultProxy
 from respkv._options import MAX_TIMEOUT
+from respkv._server import LocalServer
 from respkv.config import load
 from respkv.errors import ConnectionClosedError
 from respkv.kvstore import KVStore
@@ -121,6 +138,9 @@ _FORK_SCRIPT = textwrap.dedent(
     """
 )
 
+#: One server for this module's cases (see respkv._faultcheck).
+matrix_server = _faultcheck.matrix_server
+
 
 def _factory_path(factory: ConnectorFactory) -> str:
     return f"{factory.__module__}:{factory.__qualname__}"
@@ -201,6 +221,21 @@ def test_close_races_submits_from_8_threads(
     with pytest.raises(ConnectionClosedError):
         conn.submit_batch_exists(["race:after"])
     conn.close()
+
+
+@pytest.fixture
+def redis_options(matrix_server: LocalServer) -> ConnectionOptions:
+    """This module's server (one binary: misuse does not depend on it), flushed."""
+    options = ConnectionOptions(host=matrix_server.host, port=matrix_server.port, num_workers=4)
+    with AdminConnection(options) as a:
+        a.command("FLUSHALL")
+    return options
+
+
+@pytest.fixture
+def fault_proxy(redis_options: ConnectionOptions) -> Iterator[FaultProxy]:
+    with FaultProxy(redis_options.host, redis_options.port) as proxy:
+        yield proxy
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ reference for everything else (tests of normal behaviour never use this).
 :class:`FakeServer` parses requests (RESP arrays of bulk strings), and answers each
 with ``script(command)`` when that returns bytes, else like a minimal server: a dict
 behind ``SET``/``GET``/``EXISTS``/``UNLINK``/``DEL``, ``+OK`` for the handshake
-(``AUTH``, ``SELECT``, ``CLIENT``), ``+PONG``. The replies to all the commands found in
+(``AUTH``, ``SELECT``, ``CLIENT``), ``+PONG``, and for ``CLUSTER`` the error a standalone
+server gives. The replies to all the commands found in
 one received chunk go out in one ``sendall``, as a real server writes a pipeline's
 replies. ``script`` may return :data:`CLOSE` (close the connection without answering)
 or :data:`SILENT` (answer nothing: a stalled server).
@@ -32,6 +33,8 @@ __all__ = ["CLOSE", "SILENT", "FakeServer", "Script"]
 CLOSE: Final = b"\x00close"
 #: ``script`` result: send nothing for this command (the server went quiet).
 SILENT: Final = b"\x00silent"
+
+_DATA_COMMANDS: Final = frozenset({b"SET", b"GET", b"EXISTS", b"UNLINK", b"DEL"})
 
 Script = Callable[[list[bytes]], bytes | None]
 
@@ -80,6 +83,7 @@ class FakeServer:
         #: Every command received, in order (upper-cased name first).
         self.commands: list[list[bytes]] = []
         self.connections = 0
+        self._data_connections: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -93,6 +97,13 @@ class FakeServer:
         self._socks: list[socket.socket] = []
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
         self._acceptor.start()
+
+    @property
+    def data_connections(self) -> int:
+        """Connections that carried a data command (SET, GET, EXISTS, UNLINK, DEL): a
+        client may keep others of its own (a cluster router's discovery connection)."""
+        with self._lock:
+            return len(self._data_connections)
 
     def count(self, name: bytes) -> int:
         """How many commands named ``name`` (upper case) were received."""
@@ -111,11 +122,12 @@ class FakeServer:
             with self._lock:
                 self.connections += 1
                 self._socks.append(sock)
-            t = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+                number = self.connections
+            t = threading.Thread(target=self._serve, args=(sock, number), daemon=True)
             t.start()
             self._threads.append(t)
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket, number: int) -> None:
         buf = bytearray()
         with contextlib.suppress(OSError), sock:
             while not self._stop.is_set():
@@ -126,14 +138,14 @@ class FakeServer:
                 if not data or len(buf) + len(data) > _MAX_REQUEST:
                     return
                 buf += data
-                out, used, close = self._answer(buf)
+                out, used, close = self._answer(buf, number)
                 del buf[:used]
                 if out:
                     sock.sendall(out)
                 if close:
                     return
 
-    def _answer(self, buf: bytearray) -> tuple[bytes, int, bool]:
+    def _answer(self, buf: bytearray, number: int) -> tuple[bytes, int, bool]:
         out = bytearray()
         pos = 0
         while pos < len(buf):
@@ -144,6 +156,8 @@ class FakeServer:
             args[0] = args[0].upper()
             with self._lock:
                 self.commands.append(args)
+                if args[0] in _DATA_COMMANDS:
+                    self._data_connections.add(number)
             reply = self.script(args) if self.script is not None else None
             if reply is None:
                 reply = self._default(args)
@@ -165,6 +179,9 @@ class FakeServer:
                 return b":%d\r\n" % sum(1 for k in rest if k in self.store)
             if name in (b"UNLINK", b"DEL"):
                 return b":%d\r\n" % sum(1 for k in rest if self.store.pop(k, None) is not None)
+        if name == b"CLUSTER":
+            # What a standalone Redis says (the cluster router reads it as "one node").
+            return b"-ERR This instance has cluster support disabled\r\n"
         if name in (b"AUTH", b"SELECT", b"CLIENT", b"HELLO"):
             return b"+OK\r\n"
         if name == b"PING":

@@ -17,6 +17,11 @@ the matrix checks data before anything else:
   no limit on descriptor numbers) and fails the case as a hang past its bound.
 * **Recovery.** :func:`recover` runs a fresh SET and GET round trip on the *same*
   connector object after the fault is gone.
+
+The :func:`matrix_server` fixture is one server per test module (and xdist worker) for
+the cases that do not need one of their own: the proxy's faults do not depend on the
+server's binary, so the matrix does not multiply them by the session's binaries. A
+module uses it by importing it.
 """
 
 from __future__ import annotations
@@ -25,19 +30,25 @@ import functools
 import hashlib
 import selectors
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import pytest
+
 from respkv._contract import STATUS_OF_KIND, Completion, Connector, ErrorKind, KeyStatus
+from respkv._server import LocalServer
 
 __all__ = [
+    "MISS",
+    "OK",
     "POISON",
     "Outcome",
     "check_hits",
     "expect",
     "finish",
     "keyed_value",
+    "matrix_server",
     "poisoned",
     "recover",
 ]
@@ -170,3 +181,10 @@ def recover(conn: Connector, tag: str, size: int = 4096, within: float = RECOVER
     g = finish(conn, conn.submit_batch_get(keys, out), within)
     assert g.statuses == (KeyStatus.OK,) * 3, f"no recovery: GET gave {g.statuses} {g.failures}"
     assert check_hits(g, keys, out) == 3
+
+
+@pytest.fixture(scope="module")
+def matrix_server() -> Iterator[LocalServer]:
+    """A server for one test module's cases (the default binary, persistence off)."""
+    with LocalServer() as server:
+        yield server

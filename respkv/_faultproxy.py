@@ -24,6 +24,10 @@ are switched on from the test, each one deterministic, in either direction: *req
   ``ECONNREFUSED``) until :meth:`FaultProxy.allow`, which listens on the same port again.
 * :meth:`FaultProxy.reset_all` resets every open connection at once.
 
+Requests the client sent but the proxy had not yet forwarded when the client closed or
+reset its connection are dropped, never delivered late: a test that counts a timed-out
+SET as "unknown outcome" must not see it applied after its next command.
+
 Offsets count the bytes that *enter* the proxy in that direction from the moment the
 fault is armed, over all connections; a test that wants exact phases uses one
 connection (``num_workers=1``). ``accepted`` counts connections, so a test can see that
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import select
 import selectors
 import socket
 import struct
@@ -69,6 +74,13 @@ _COMMAND_TIMEOUT: Final = 5.0
 _TICK: Final = 0.05
 #: Deadline of the blocking connect to the target (a loopback server answers at once).
 _CONNECT_TIMEOUT: Final = 2.0
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """True when the peer has closed or reset ``sock`` (even with unread data queued)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(0))
 
 
 def _rst(sock: socket.socket) -> None:
@@ -169,7 +181,12 @@ class FaultProxy:
 
         def apply() -> None:
             self._stalled.difference_update(dirs)
-            for link in self._links:
+            for link in list(self._links):
+                if REQUESTS in dirs and _hung_up(link.client):
+                    # A request held while its client gave up is never delivered late
+                    # (it would apply a write the client already counts as failed).
+                    self._drop(link, "reset")
+                    continue
                 for d in dirs:
                     flow = link.flows[d]
                     flow.out += flow.held
@@ -420,7 +437,11 @@ class FaultProxy:
             self._drop(link, "reset")
             return
         if not data:
-            # An orderly close is passed on once what is held has been written.
+            if direction == REQUESTS:
+                # The client is gone: what it sent and the server has not got is dropped.
+                self._drop(link, "reset")
+                return
+            # The server closed: passed on (FIN) once what is held has been written.
             flow.eof = True
             return
         start = self._seen[direction]
@@ -484,13 +505,8 @@ class FaultProxy:
                 self._drop(link, flow.cut_how)
                 return
             if flow.eof and not flow.out and not link.draining:
-                # The server closed: FIN to the client. The client closed: close both.
-                if direction == REPLIES:
-                    self._drop(link, "close")
-                else:
-                    self._forget(link)
-                    with contextlib.suppress(OSError):
-                        link.upstream.close()
+                # The server closed: FIN to the client.
+                self._drop(link, "close")
                 return
 
     # -- closing -------------------------------------------------------------------
