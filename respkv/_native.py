@@ -4,148 +4,253 @@
 (C++17, see ``respkv_native/src/engine.hpp`` and ``docs/native.md``). The split of work:
 
 * Here, in Python: every submit-time check, with the very helpers the pure backend uses
-  (:func:`respkv._validate.check_keys` / :func:`~respkv._validate.check_buffers`), so
-  exception types and messages are identical by construction; the closed check
-  (:class:`~respkv.errors.ConnectionClosedError`); and building
-  :class:`~respkv.Completion` records with :func:`respkv._contract.make_completion`.
-* In C++: tiling, the worker threads, all I/O, deadlines, reconnects and the completion
-  queue with its eventfd. The engine takes raw pointers into the caller's buffers, so
-  this shell keeps each batch's memoryviews referenced until that batch's completion
-  has been drained: the memory cannot go away while a worker may still write into it.
+  (:func:`respkv._validate.check_keys` / :func:`~respkv._validate.check_buffers` /
+  :func:`~respkv._validate.check_timeout`), so exception types and messages are
+  identical by construction; the closed and fork checks; every option, limit and
+  handshake command the engine runs with (:func:`engine_config`: the numbers are read
+  from the modules that define them for the pure engine, so each exists once); and
+  turning the engine's failure tuples into :class:`~respkv.Failure` records and
+  :class:`~respkv.Completion` objects (:func:`respkv._contract.make_completion`), so
+  every message is written by :mod:`respkv._failure`, for both backends.
+* In C++: tiling, the worker threads, all I/O, deadlines, cancel, reconnects and the
+  completion queue with its eventfd.
 
-The views are registered under a lock that is held across ``Engine.submit``, and
-removed under the same lock after ``Engine.drain``, so a completion drained by another
-thread an instant after submit still finds its entry.
+Buffer lifetime, made explicit. The engine takes raw pointers into the caller's buffers.
+Each batch's memoryviews are registered in ``_views`` under a lock held across
+``Engine.submit`` and released in exactly two places, each after the engine has let go
+of them: when the batch's completion is drained (a worker never touches a batch after
+queuing its completion), and in :func:`_release`, the connector's finalizer, which
+closes the engine (joining its workers) *before* it clears the views. The finalizer
+(``weakref.finalize``) holds the engine and the views itself, so the order does not
+depend on how Python tears the object's ``__dict__`` down. ``close()`` leaves the views
+of batches not drained yet alone: their completions can still be drained.
+
+Fork. The connector records the pid that opened it; in another process every method
+but ``close()`` raises :class:`~respkv.errors.ForkedError`, and ``close()`` (like the
+engine's destructor there) only closes descriptors: the C++ side knows its own creator
+pid and never joins threads that a child does not have.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
+from respkv import resp2
+from respkv._admin import handshake_commands
 from respkv._compat import BufferLike
 from respkv._contract import Completion, KeyLike, KeyStatus, Op, make_completion
+from respkv._failure import ErrorKind, Failure
 from respkv._options import ConnectionOptions
-from respkv._validate import check_buffers, check_keys
-from respkv.errors import ConfigError, ConnectionClosedError
+from respkv._pyengine.connection import MAX_IOV
+from respkv._pyengine.worker import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES
+from respkv._validate import check_buffers, check_keys, check_timeout
+from respkv.errors import ConfigError, ConnectionClosedError, ForkedError
 from respkv_native import _core
 
-__all__ = ["TLS_UNSUPPORTED", "NativeConnector"]
+__all__ = ["NO_TLS_MESSAGE", "NativeConnector", "engine_config"]
 
-#: Raised (as ConfigError) for ``resps://`` options: TLS is only in the pure backend.
-TLS_UNSUPPORTED: Final = "native backend does not support TLS yet; use RESPKV_BACKEND=python"
+#: Raised (as ConfigError) for ``resps://`` options when this build has no OpenSSL.
+NO_TLS_MESSAGE: Final = (
+    "this build of respkv_native has no TLS (SUPPORTS_TLS is False); "
+    "use RESPKV_BACKEND=python or auto for resps:// connections"
+)
 #: Submitting on a closed connector.
 CLOSED_MESSAGE: Final = "connector is closed"
+#: Handshake commands whose error reply fails the connect (the others, CLIENT SETNAME,
+#: are courtesy: old servers and restricted ACL users refuse them harmlessly).
+REQUIRED_HANDSHAKE: Final = frozenset({"AUTH", "SELECT"})
+#: The engine's answer byte for a failed key (its status comes from its Failure record).
+ANSWER_FAILED: Final = 255
+#: ``detail`` of a failed key whose record the engine could not allocate.
+RECORD_LOST: Final = "failure record lost (the engine was out of memory)"
 
-_STATUSES: Final = tuple(KeyStatus)
 _OPS: Final = tuple(Op)
+# Answer byte -> status: 0 OK, 1 MISS; a failed key's placeholder is replaced by its
+# Failure record's status in make_completion.
+_ANSWERS: Final = (KeyStatus.OK, KeyStatus.MISS) + (KeyStatus.IO_ERROR,) * 254
+_KINDS: Final = {int(k): k for k in ErrorKind}
+
+
+def engine_config(options: ConnectionOptions) -> dict[str, Any]:
+    """Everything ``_core.Engine`` runs with, from ``options`` and the Python modules
+    that define each shared number (the C++ side has no copy of any of them)."""
+    tls = options.tls
+    handshake = [
+        ([resp2.encode_arg(a) for a in cmd], str(cmd[0]).upper() in REQUIRED_HANDSHAKE)
+        for cmd in handshake_commands(options)
+    ]
+    return {
+        "host": options.host,
+        "port": options.port,
+        "unix_path": options.unix_path,
+        "connect_timeout": float(options.connect_timeout),
+        "handshake": handshake,
+        "tls": tls is not None,
+        "tls_ca_file": tls.ca_file if tls else None,
+        "tls_cert_file": tls.cert_file if tls else None,
+        "tls_key_file": tls.key_file if tls else None,
+        "tls_server_hostname": tls.server_hostname if tls else None,
+        "tls_verify": tls.verify if tls else True,
+        "num_workers": options.num_workers,
+        "op_timeout": float(options.op_timeout),
+        "window_values": options.window_values,
+        "window_bytes": options.window_bytes,
+        "window_small": options.window_small,
+        "large_value_bytes": LARGE_VALUE_BYTES,
+        "inline_value_bytes": INLINE_VALUE_BYTES,
+        "max_iov": MAX_IOV,
+        "max_bulk_bytes": resp2.MAX_BULK_BYTES,
+        "max_multibulk_len": resp2.MAX_MULTIBULK_LEN,
+        "max_depth": resp2.MAX_DEPTH,
+        "max_line_bytes": resp2.MAX_LINE_BYTES,
+        "reconnect_backoff_min": float(options.reconnect_backoff_min),
+        "reconnect_backoff_max": float(options.reconnect_backoff_max),
+    }
+
+
+def _release(engine: Any, views: dict[int, list[memoryview]]) -> None:
+    """The connector's finalizer: stop the engine (workers joined, GIL released), and
+    only then let go of the buffers it may have pointed into."""
+    engine.close()
+    views.clear()
 
 
 class NativeConnector:
     """A :class:`~respkv.Connector` running on the C++ engine. Thread-safe."""
 
     def __init__(self, options: ConnectionOptions) -> None:
-        tls = options.tls
-        if tls is not None and not getattr(_core, "SUPPORTS_TLS", False):
-            raise ConfigError(TLS_UNSUPPORTED)
+        if options.tls is not None and not getattr(_core, "SUPPORTS_TLS", False):
+            raise ConfigError(NO_TLS_MESSAGE)
         self.options = options
-        # The engine is created first so that it is also torn down (workers joined)
-        # before the views below are released, should this object die unclosed.
-        self._engine = _core.Engine(
-            host=options.host,
-            port=options.port,
-            unix_path=options.unix_path,
-            username=options.username,
-            password=options.password,
-            db=options.db,
-            num_workers=options.num_workers,
-            connect_timeout=options.connect_timeout,
-            op_timeout=options.op_timeout,
-            client_name=options.client_name,
-            window_values=options.window_values,
-            window_bytes=options.window_bytes,
-            window_small=options.window_small,
-            reconnect_backoff_min=options.reconnect_backoff_min,
-            reconnect_backoff_max=options.reconnect_backoff_max,
-            tls=tls is not None,
-            tls_ca_file=tls.ca_file if tls else None,
-            tls_cert_file=tls.cert_file if tls else None,
-            tls_key_file=tls.key_file if tls else None,
-            tls_server_hostname=tls.server_hostname if tls else None,
-            tls_verify=tls.verify if tls else True,
-        )
+        self._address = options.address
+        self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._views: dict[int, list[memoryview]] = {}
         self._closed = False
+        self._views: dict[int, list[memoryview]] = {}
+        self._engine = _core.Engine(engine_config(options))
+        self._finalizer = weakref.finalize(self, _release, self._engine, self._views)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"NativeConnector({self.options.address}, {state})"
+        return f"NativeConnector({self._address}, {state})"
 
-    def event_fd(self) -> int:
-        """Readable while completions are waiting (an eventfd)."""
-        fd: int = self._engine.event_fd()
-        return fd
-
-    def submit_batch_set(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
-        """Store ``buffers[i]`` under ``keys[i]``. Buffers stay referenced until done."""
-        self._check_open()
-        byte_keys = check_keys(keys)
-        views = check_buffers(buffers, len(byte_keys), writable=False)
-        return self._submit(Op.SET, byte_keys, views)
-
-    def submit_batch_get(self, keys: Sequence[KeyLike], buffers: Sequence[BufferLike]) -> int:
-        """Fetch each value into ``buffers[i]`` (writable, exactly the value's size)."""
-        self._check_open()
-        byte_keys = check_keys(keys)
-        views = check_buffers(buffers, len(byte_keys), writable=True)
-        return self._submit(Op.GET, byte_keys, views)
-
-    def submit_batch_exists(self, keys: Sequence[KeyLike]) -> int:
-        """Per key: ``OK`` when it exists, ``MISS`` when not."""
-        self._check_open()
-        return self._submit(Op.EXISTS, check_keys(keys), None)
-
-    def submit_batch_delete(self, keys: Sequence[KeyLike]) -> int:
-        """Per key: ``OK`` when removed, ``MISS`` when it was not there."""
-        self._check_open()
-        return self._submit(Op.DELETE, check_keys(keys), None)
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise ForkedError(
+                f"this connector was opened in process {self._pid} and cannot be used in "
+                f"process {os.getpid()} (a fork child): connect anew after the fork"
+            )
 
     def _check_open(self) -> None:
         # Checked before validation too, as the pure backend does: a closed connector
         # says so whatever the input.
+        self._check_process()
         if self._closed:
             raise ConnectionClosedError(CLOSED_MESSAGE)
 
-    def _submit(self, op: Op, keys: list[bytes], views: list[memoryview] | None) -> int:
+    def event_fd(self) -> int:
+        """Readable while completions are waiting (an eventfd)."""
+        self._check_process()
+        fd: int = self._engine.event_fd()
+        return fd
+
+    def submit_batch_set(
+        self,
+        keys: Sequence[KeyLike],
+        buffers: Sequence[BufferLike],
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Store ``buffers[i]`` under ``keys[i]``. Buffers stay referenced until done."""
+        self._check_open()
+        byte_keys = check_keys(keys)
+        views = check_buffers(buffers, len(byte_keys), writable=False)
+        return self._submit(Op.SET, byte_keys, views, check_timeout(timeout))
+
+    def submit_batch_get(
+        self,
+        keys: Sequence[KeyLike],
+        buffers: Sequence[BufferLike],
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Fetch each value into ``buffers[i]`` (writable, exactly the value's size)."""
+        self._check_open()
+        byte_keys = check_keys(keys)
+        views = check_buffers(buffers, len(byte_keys), writable=True)
+        return self._submit(Op.GET, byte_keys, views, check_timeout(timeout))
+
+    def submit_batch_exists(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
+        """Per key: ``OK`` when it exists, ``MISS`` when not."""
+        self._check_open()
+        return self._submit(Op.EXISTS, check_keys(keys), None, check_timeout(timeout))
+
+    def submit_batch_delete(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
+        """Per key: ``OK`` when removed, ``MISS`` when it was not there."""
+        self._check_open()
+        return self._submit(Op.DELETE, check_keys(keys), None, check_timeout(timeout))
+
+    def _submit(
+        self, op: Op, keys: list[bytes], views: list[memoryview] | None, timeout: float | None
+    ) -> int:
         with self._lock:
             if self._closed:
                 raise ConnectionClosedError(CLOSED_MESSAGE)
-            batch_id: int = self._engine.submit(int(op), keys, views)
+            batch_id: int = self._engine.submit(int(op), keys, views, timeout)
             if batch_id == 0:  # the engine was closed by another thread meanwhile
                 raise ConnectionClosedError(CLOSED_MESSAGE)
             if views:
                 self._views[batch_id] = views
         return batch_id
 
+    def cancel(self, batch_id: int) -> bool:
+        """End a running batch now (its unfinished keys: CANCELLED); non-blocking.
+        ``False`` when it had already completed or is unknown."""
+        self._check_process()
+        cancelled: bool = self._engine.cancel(batch_id)
+        return cancelled
+
     def drain_completions(self) -> list[Completion]:
         """Every finished batch exactly once; an empty list when none is ready."""
+        self._check_process()
         done = self._engine.drain()
         if not done:
             return []
-        out = []
-        status_of = _STATUSES.__getitem__
         with self._lock:
-            for batch_id, op, statuses, errors in done:
-                self._views.pop(batch_id, None)
-                out.append(
-                    make_completion(batch_id, _OPS[op], list(map(status_of, statuses)), errors)
-                )
-        return out
+            # These batches are complete: no worker will touch their buffers again.
+            for entry in done:
+                self._views.pop(entry[0], None)
+        return [self._completion(*entry) for entry in done]
+
+    def _completion(
+        self, batch_id: int, op: int, answers: bytes, records: list[tuple[Any, ...]] | None
+    ) -> Completion:
+        statuses = list(map(_ANSWERS.__getitem__, answers))
+        if records is None and ANSWER_FAILED not in answers:
+            return make_completion(batch_id, _OPS[op], statuses)
+        failures: list[Failure | None] = [None] * len(answers)
+        address = self._address
+        for index, kind, err, expected, actual, timeout, reply, detail, in_flight in records or ():
+            failures[index] = Failure(
+                _KINDS[kind], address, err, expected, actual, timeout, reply, detail, in_flight
+            )
+        for index, answer in enumerate(answers):
+            if answer == ANSWER_FAILED and failures[index] is None:
+                failures[index] = Failure(ErrorKind.INTERNAL, address, detail=RECORD_LOST)
+        return make_completion(batch_id, _OPS[op], statuses, failures)
 
     def close(self) -> None:
-        """Idempotent: no new work; unsent keys finish CANCELLED; joins the workers."""
+        """Idempotent: no new work; unsent keys finish CANCELLED (kind CLOSED); joins the
+        workers. In a fork child it only closes the descriptors the child inherited."""
+        if os.getpid() != self._pid:
+            # No lock here: a parent thread may have held it at the fork, forever.
+            self._closed = True
+            self._engine.close()
+            return
         with self._lock:
             self._closed = True
         self._engine.close()

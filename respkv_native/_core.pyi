@@ -1,50 +1,46 @@
 """Type stub of the compiled ``respkv_native._core`` (see respkv_native/src/bindings.cpp).
 
-Use :class:`respkv._native.NativeConnector`, which validates input and keeps buffers
-alive; ``Engine`` trusts its caller.
+Use :class:`respkv._native.NativeConnector`, which validates input, builds the engine's
+configuration from Python's numbers (:func:`respkv._native.engine_config`), keeps
+buffers alive and turns failure tuples into :class:`respkv.Failure` records; ``Engine``
+trusts its caller.
 """
 
-from typing import Final
+from typing import Any, Final
 
+#: The contract this build implements (respkv._contract.CONTRACT_VERSION).
 CONTRACT_VERSION: Final[int]
-LARGE_VALUE_BYTES: Final[int]
+#: Whether this build has TLS (OpenSSL).
 SUPPORTS_TLS: Final[bool]
+#: Native tuning: the receive buffer's size (no Python counterpart).
+READ_CHUNK: Final[int]
+
+#: One failed key: (index, kind, errno, expected, actual, timeout, reply, detail, in_flight).
+FailureTuple = tuple[int, int, int, int, int, float, str, str, bool]
 
 class Engine:
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        unix_path: str | None,
-        username: str,
-        password: str,
-        db: int,
-        num_workers: int,
-        connect_timeout: float,
-        op_timeout: float,
-        client_name: str,
-        window_values: int,
-        window_bytes: int,
-        window_small: int,
-        reconnect_backoff_min: float,
-        reconnect_backoff_max: float,
-        tls: bool = False,
-        tls_ca_file: str | None = None,
-        tls_cert_file: str | None = None,
-        tls_key_file: str | None = None,
-        tls_server_hostname: str | None = None,
-        tls_verify: bool = True,
-    ) -> None: ...
+    def __init__(self, config: dict[str, Any]) -> None:
+        """``config``: every key of :func:`respkv._native.engine_config`."""
     def event_fd(self) -> int: ...
-    def submit(self, op: int, keys: list[bytes], buffers: list[memoryview] | None) -> int:
-        """Queue a batch; its id (from 1), or 0 when the engine is closed."""
-    def drain(self) -> list[tuple[int, int, bytes, list[str | None]]]:
-        """(batch_id, op, statuses as bytes, errors) of every batch done since the last call."""
+    def config(self) -> dict[str, Any]:
+        """The numbers the engine runs with, read back from C++."""
+    def submit(
+        self, op: int, keys: list[bytes], buffers: list[memoryview] | None, timeout: float | None = None
+    ) -> int:
+        """Queue a batch (``timeout``: its deadline in seconds); its id (from 1), or 0
+        when the engine is closed."""
+    def cancel(self, batch_id: int) -> bool:
+        """Start ending a running batch; False when it is unknown or complete."""
+    def drain(self) -> list[tuple[int, int, bytes, list[FailureTuple] | None]]:
+        """(batch_id, op, answer bytes, failures or None) of every batch done since the
+        last call. Answer bytes: 0 OK, 1 MISS, 255 failed (see the failures)."""
     def close(self) -> None: ...
 
 def tile(n: int, workers: int, weights: list[int] | None = None) -> list[tuple[int, int]]:
     """The C++ tiling (for tests): [start, stop) pairs."""
 
-def parse_replies(chunks: list[bytes], target_size: int | None = None) -> list[tuple[str, object]]:
-    """Run the C++ reader over ``chunks`` (for tests); a protocol error ends the list."""
+def parse_replies(
+    chunks: list[bytes], target_size: int | None = None, *, limits: dict[str, int]
+) -> list[tuple[str, object]]:
+    """Run the C++ reader over ``chunks`` (for tests); a protocol error ends the list
+    with ("protocol_error", the fault's name)."""

@@ -7,92 +7,72 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <memory>
-#include <vector>
+#include <utility>
 
 namespace respkv {
 
-std::string errno_text(int err) {
-  return "[Errno " + std::to_string(err) + "] " + std::strerror(err);
-}
-
-UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
-  if (this != &other) {
-    reset();
-    fd_ = other.release();
-  }
-  return *this;
-}
-
-UniqueFd::~UniqueFd() { reset(); }
-
-void UniqueFd::reset() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-  }
-}
-
-std::string ConnectSettings::address() const {
-  if (unix_path) return *unix_path;
-  std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  return h + ":" + std::to_string(port);
-}
-
 namespace {
 
-enum class Wait : std::uint8_t { Ready, Timeout, Aborted };
+enum class Wait : std::uint8_t { Ready, Timeout, Interrupted };
 
-// The reason Python gives for a socket timeout (str(TimeoutError('timed out'))).
-constexpr const char* TIMED_OUT = "timed out";
-// What a connection reports when the server closes it during the handshake.
-constexpr const char* CLOSED_IN_HANDSHAKE = "server closed the connection during the handshake";
 
-// Wait until `fd` has `events`, the deadline passes, or the owner aborts. The wake fd is
-// watched until it first turns out to be a plain wake-up (new work), then ignored for
-// the rest of this connect: it stays readable until the worker loop reads it.
-Wait wait_for(int fd, short events, Clock::time_point deadline, int* wake_fd,
-              const std::function<bool()>& aborted) {
+// Wait until `fd` has `events`, the deadline passes, or the owner interrupts.
+Wait wait_for(int fd, short events, Clock::time_point deadline, const Interrupt& in) {
   for (;;) {
-    auto left = deadline - Clock::now();
-    if (left <= Clock::duration::zero()) return Wait::Timeout;
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(left).count() + 1;
-    pollfd fds[2] = {{fd, events, 0}, {*wake_fd, POLLIN, 0}};
-    int rc = ::poll(fds, *wake_fd >= 0 ? 2 : 1, static_cast<int>(std::min<long long>(ms, 1 << 30)));
+    const auto now = Clock::now();
+    if (now >= in.stop_at) return Wait::Interrupted;
+    if (now >= deadline) return Wait::Timeout;
+    pollfd fds[2] = {{fd, events, 0}, {in.wake_fd, POLLIN, 0}};
+    const int ms = poll_ms_until(std::min(deadline, in.stop_at), now);
+    const int rc = ::poll(fds, in.wake_fd >= 0 ? 2 : 1, ms);
     if (rc < 0) {
       if (errno == EINTR) continue;
       return Wait::Ready;  // let the following syscall report the error
     }
-    if (*wake_fd >= 0 && (fds[1].revents & POLLIN)) {
-      if (aborted()) return Wait::Aborted;
-      *wake_fd = -1;
+    if (in.wake_fd >= 0 && (fds[1].revents & POLLIN) && in.interrupted()) {
+      return Wait::Interrupted;
     }
     if (fds[0].revents) return Wait::Ready;
   }
 }
 
+Failure connect_failure(int err, std::string detail = {}) {
+  Failure f;
+  f.kind = ErrorKind::ConnectFailed;
+  f.err = err;
+  f.detail = std::move(detail);
+  return f;
+}
+
+// connect_timeout passed: errno ETIMEDOUT, as the pure engine reports it.
+Failure timed_out(ErrorKind kind, std::string detail) {
+  Failure f;
+  f.kind = kind;
+  f.err = ETIMEDOUT;
+  f.detail = std::move(detail);
+  return f;
+}
+
 struct Attempt {
   UniqueFd fd;
-  ConnectResult::Failure failure = ConnectResult::Failure::None;
-  std::string reason;
+  bool interrupted = false;
+  Failure failure;  // kind None: connected
 };
 
 // Non-blocking connect of a fresh socket to one address, waiting until the deadline.
 Attempt connect_one(int family, const sockaddr* addr, socklen_t addrlen, Clock::time_point deadline,
-                    int* wake_fd, const std::function<bool()>& aborted) {
+                    const Interrupt& in) {
   Attempt a;
   UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) {
-    a.failure = ConnectResult::Failure::Io;
-    a.reason = errno_text(errno);
+    a.failure = connect_failure(errno);
     return a;
   }
   int rc;
@@ -100,23 +80,24 @@ Attempt connect_one(int family, const sockaddr* addr, socklen_t addrlen, Clock::
     rc = ::connect(fd.get(), addr, addrlen);
   } while (rc < 0 && errno == EINTR);
   if (rc < 0 && errno != EINPROGRESS && errno != EAGAIN) {
-    a.failure = ConnectResult::Failure::Io;
-    a.reason = errno_text(errno);
+    a.failure = connect_failure(errno);
     return a;
   }
   if (rc < 0) {
-    Wait w = wait_for(fd.get(), POLLOUT, deadline, wake_fd, aborted);
-    if (w != Wait::Ready) {
-      a.failure = w == Wait::Aborted ? ConnectResult::Failure::Aborted : ConnectResult::Failure::Io;
-      a.reason = TIMED_OUT;
+    const Wait w = wait_for(fd.get(), POLLOUT, deadline, in);
+    if (w == Wait::Interrupted) {
+      a.interrupted = true;
+      return a;
+    }
+    if (w == Wait::Timeout) {
+      a.failure = timed_out(ErrorKind::ConnectFailed, {});
       return a;
     }
     int err = 0;
     socklen_t len = sizeof err;
     if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     if (err != 0) {
-      a.failure = ConnectResult::Failure::Io;
-      a.reason = errno_text(err);
+      a.failure = connect_failure(err);
       return a;
     }
   }
@@ -128,160 +109,220 @@ Attempt connect_one(int family, const sockaddr* addr, socklen_t addrlen, Clock::
   return a;
 }
 
-Attempt connect_socket(const ConnectSettings& s, Clock::time_point deadline, int* wake_fd,
-                       const std::function<bool()>& aborted) {
+Attempt connect_socket(const ConnectSettings& s, Clock::time_point deadline, const Interrupt& in) {
   if (s.unix_path) {
     sockaddr_un sun{};
     sun.sun_family = AF_UNIX;
     if (s.unix_path->size() >= sizeof sun.sun_path) {
       Attempt a;
-      a.failure = ConnectResult::Failure::Io;
-      a.reason = "AF_UNIX path too long";
+      a.failure = connect_failure(ENAMETOOLONG);
       return a;
     }
     std::memcpy(sun.sun_path, s.unix_path->c_str(), s.unix_path->size() + 1);
-    return connect_one(AF_UNIX, reinterpret_cast<const sockaddr*>(&sun), sizeof sun, deadline,
-                       wake_fd, aborted);
+    return connect_one(AF_UNIX, reinterpret_cast<const sockaddr*>(&sun), sizeof sun, deadline, in);
   }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  std::string port = std::to_string(s.port);
-  int rc = ::getaddrinfo(s.host.c_str(), port.c_str(), &hints, &found);
+  const std::string port = std::to_string(s.port);
+  const int rc = ::getaddrinfo(s.host.c_str(), port.c_str(), &hints, &found);
   if (rc != 0) {
     Attempt a;
-    a.failure = ConnectResult::Failure::Io;
-    a.reason = "[Errno " + std::to_string(rc) + "] " + ::gai_strerror(rc);
+    a.failure = connect_failure(rc == EAI_SYSTEM ? errno : 0, ::gai_strerror(rc));
     return a;
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, &::freeaddrinfo);
   Attempt last;
-  last.failure = ConnectResult::Failure::Io;
-  last.reason = "getaddrinfo returned no address";
+  last.failure = connect_failure(0, "getaddrinfo returned no address");
   for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    last = connect_one(ai->ai_family, ai->ai_addr, ai->ai_addrlen, deadline, wake_fd, aborted);
-    if (last.failure == ConnectResult::Failure::None ||
-        last.failure == ConnectResult::Failure::Aborted) {
-      break;
-    }
+    last = connect_one(ai->ai_family, ai->ai_addr, ai->ai_addrlen, deadline, in);
+    if (last.failure.kind == ErrorKind::None || last.interrupted) break;
   }
   return last;
 }
 
+// A server's first bytes, when they are no TLS record (content types 20..23 start one):
+// printable ASCII up to the end of the line, others as '.'. Empty when they look like
+// TLS or nothing has arrived.
+std::string plaintext(const std::string& first) {
+  if (first.empty()) return {};
+  const auto type = static_cast<unsigned char>(first[0]);
+  if (type >= 20 && type <= 23) return {};
+  std::string out;
+  for (char ch : first) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\r' || c == '\n') break;
+    out.push_back(c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '.');
+  }
+  return out;
+}
+
+// Up to `n` bytes waiting in the socket, left there (OpenSSL reads a record header
+// first; the rest of a plaintext line is still unread).
+std::string peek(int fd, std::size_t n) {
+  std::string out(n, '\0');
+  const ssize_t got = ::recv(fd, out.data(), n, MSG_PEEK | MSG_DONTWAIT);
+  out.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
+  return out;
+}
+
+// Bytes of a plaintext answer quoted (enough for "-ERR unknown command").
+constexpr std::size_t QUOTE_BYTES = 48;
+
+std::string not_tls(const std::string& answer) {
+  return "the server did not answer with TLS (it sent \"" + answer + "\")";
+}
+
 }  // namespace
 
-ConnectResult Connection::open(const ConnectSettings& s, int wake_fd,
-                               const std::function<bool()>& aborted) {
-  const auto deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                         std::chrono::duration<double>(s.connect_timeout));
+// The connect sequence after the socket is up: TLS, then the handshake commands.
+struct Handshake {
+  const ConnectSettings& s;
+  const Interrupt& in;
+  Clock::time_point deadline;
   ConnectResult result;
-  Attempt a = connect_socket(s, deadline, &wake_fd, aborted);
-  if (a.failure != ConnectResult::Failure::None) {
-    result.failure = a.failure;
-    result.reason = std::move(a.reason);
-    return result;
+
+  // Each step returns false once it has recorded why the connect ended (the connection
+  // itself is dropped by open(), after the steps: they still hold references to it).
+  bool fail(Failure f) {
+    result.failure = std::move(f);
+    return false;
   }
-  Connection conn(std::move(a.fd));
-  if (s.tls) {
-    std::string reason;
-    conn.ssl_ = tls_session(conn.fd(), *s.tls, s.host, &reason);
-    if (!conn.ssl_) {
-      result.failure = ConnectResult::Failure::Io;
-      result.reason = std::move(reason);
-      return result;
-    }
+  bool interrupted() {
+    result.interrupted = true;
+    return false;
+  }
+
+  bool tls(Connection& conn, const TlsContext& ctx) {
+    TlsError e;
+    conn.ssl_ = ctx.session(conn.fd(), s.host, &e);
+    if (!conn.ssl_) return fail(tls_failure(e));
+    TlsFirstBytes first;
+    tls_watch_first_bytes(conn.ssl_.get(), &first);
+    const bool ok = tls_steps(conn, first);
+    tls_unwatch_first_bytes(conn.ssl_.get());
+    return ok;
+  }
+
+  bool tls_steps(Connection& conn, const TlsFirstBytes& first) {
+    // What the server sent, when it is not TLS: read by OpenSSL so far, then unread.
+    auto answer = [&] { return plaintext(first.bytes + peek(conn.fd(), QUOTE_BYTES)); };
     for (;;) {
-      TlsIo step = tls_connect(conn.ssl_.get(), &reason);
-      if (step == TlsIo::Ok) break;
-      if (step == TlsIo::Closed || step == TlsIo::Error) {
-        result.failure = ConnectResult::Failure::Io;
-        result.reason = step == TlsIo::Closed ? CLOSED_IN_HANDSHAKE : std::move(reason);
-        return result;
+      TlsError e;
+      const TlsIo step = tls_connect(conn.ssl_.get(), &e);
+      if (step == TlsIo::Ok) return true;
+      if (step == TlsIo::Closed) {
+        const std::string a = answer();
+        e.detail = !a.empty() ? not_tls(a) : "the server closed the connection during the TLS handshake";
+        return fail(tls_failure(e));
       }
-      Wait w = wait_for(conn.fd(), step == TlsIo::WantRead ? POLLIN : POLLOUT, deadline,
-                        &wake_fd, aborted);
-      if (w != Wait::Ready) {
-        result.failure =
-            w == Wait::Aborted ? ConnectResult::Failure::Aborted : ConnectResult::Failure::Io;
-        result.reason = TIMED_OUT;
-        return result;
+      if (step == TlsIo::Error) {
+        const std::string a = answer();
+        if (!a.empty()) e.detail = not_tls(a) + ": " + e.detail;
+        return fail(tls_failure(e));
+      }
+      const short events = step == TlsIo::WantRead ? POLLIN : POLLOUT;
+      const Wait w = wait_for(conn.fd(), events, deadline, in);
+      if (w == Wait::Interrupted) return interrupted();
+      if (w == Wait::Timeout) {
+        const std::string a = answer();
+        return fail(timed_out(ErrorKind::TlsFailed,
+                              !a.empty() ? not_tls(a)
+                              : tls_received_anything(conn.ssl_.get())
+                                  ? "the TLS handshake did not finish within connect_timeout"
+                                  : "no answer to the TLS handshake within connect_timeout "
+                                    "(a plaintext server?)"));
       }
     }
   }
 
-  // The handshake: every command in one write, then one reply per command.
-  enum class Step : std::uint8_t { Auth, Select, SetName };
-  std::vector<Step> steps;
-  std::string& out = conn.copy_buffer_for_append();
-  if (!s.password.empty()) {
-    std::vector<std::string> args{"AUTH"};
-    if (!s.username.empty()) args.push_back(s.username);
-    args.push_back(s.password);
-    append_command(out, args);
-    steps.push_back(Step::Auth);
+  static Failure tls_failure(const TlsError& e) {
+    Failure f;
+    f.kind = ErrorKind::TlsFailed;
+    f.err = e.err;
+    f.detail = e.detail;
+    return f;
   }
-  if (s.db != 0) {
-    append_command(out, {"SELECT", std::to_string(s.db)});
-    steps.push_back(Step::Select);
-  }
-  if (!s.client_name.empty()) {
-    append_command(out, {"CLIENT", "SETNAME", s.client_name});
-    steps.push_back(Step::SetName);
-  }
-  conn.commit_copy();
 
-  auto io_failure = [&result](std::string reason) {
-    result.failure = ConnectResult::Failure::Io;
-    result.reason = std::move(reason);
-    return std::move(result);
-  };
-  auto wait_failure = [&result](Wait w) {
-    result.failure = w == Wait::Aborted ? ConnectResult::Failure::Aborted : ConnectResult::Failure::Io;
-    result.reason = TIMED_OUT;
-    return std::move(result);
-  };
-  std::string why;
-  for (;;) {
-    Io io = conn.flush(&why);
-    if (io == Io::Ok) break;
-    if (io == Io::Error) return io_failure(why);
-    Wait w = wait_for(conn.fd(), conn.write_needs_read_ ? POLLIN : POLLOUT, deadline, &wake_fd,
-                      aborted);
-    if (w != Wait::Ready) return wait_failure(w);
-  }
-  std::size_t answered = 0;
-  Reply reply;
-  while (answered < steps.size()) {
-    bool got = false;
-    try {
-      got = conn.reader_.gets(reply);
-    } catch (const ProtocolError& e) {
-      return io_failure(e.what());
+  // connect_timeout passed in the handshake: "no reply to AUTH / CLIENT", as the pure
+  // engine says it.
+  bool no_reply() {
+    std::string names;
+    for (const HandshakeCommand& c : s.handshake) {
+      if (!names.empty()) names += " / ";
+      if (!c.args.empty()) names += c.args.front();
     }
-    if (got) {
-      Step step = steps[answered++];
-      if (reply.kind == Reply::Kind::Error && step != Step::SetName) {
-        result.failure = step == Step::Auth ? ConnectResult::Failure::Auth
-                                            : ConnectResult::Failure::Select;
-        result.reason = reply.text;
-        return result;
+    return fail(timed_out(ErrorKind::ConnectFailed, "no reply to " + names));
+  }
+
+  // Every command in one write, then one reply per command.
+  bool commands(Connection& conn) {
+    if (s.handshake.empty()) return true;
+    std::string& out = conn.copy_buffer_for_append();
+    for (const HandshakeCommand& c : s.handshake) append_command(out, c.args);
+    conn.commit_copy();
+    for (;;) {
+      const Io io = conn.flush();
+      if (io == Io::Ok) break;
+      if (io == Io::Error) return fail(conn.error());
+      const Wait w = wait_for(conn.fd(), conn.write_needs_read_ ? POLLIN : POLLOUT, deadline, in);
+      if (w == Wait::Interrupted) return interrupted();
+      if (w == Wait::Timeout) return no_reply();
+    }
+    std::size_t answered = 0;
+    Reply reply;
+    while (answered < s.handshake.size()) {
+      const ReadStatus got = conn.reader_.read(reply);
+      if (got == ReadStatus::Error) {
+        Failure f;
+        f.kind = ErrorKind::ProtocolError;
+        f.detail = protocol_fault_text(conn.reader_.fault());
+        return fail(std::move(f));
       }
-      continue;
+      if (got == ReadStatus::Reply) {
+        const HandshakeCommand& cmd = s.handshake[answered++];
+        if (reply.kind == Reply::Kind::Error && cmd.required) {
+          Failure f;
+          f.kind = ErrorKind::HandshakeFailed;
+          f.reply = reply.text;
+          f.detail = cmd.args.empty() ? std::string() : cmd.args.front();
+          return fail(std::move(f));
+        }
+        continue;
+      }
+      const Io io = conn.receive();
+      if (io == Io::Closed || io == Io::Error) return fail(conn.error());  // CONNECTION_LOST
+      if (io == Io::WouldBlock) {
+        const Wait w = wait_for(conn.fd(), conn.want_write_ ? POLLOUT : POLLIN, deadline, in);
+        if (w == Wait::Interrupted) return interrupted();
+        if (w == Wait::Timeout) return no_reply();
+      }
     }
-    Io io = conn.receive(&why);
-    if (io == Io::Closed) return io_failure(CLOSED_IN_HANDSHAKE);
-    if (io == Io::Error) return io_failure(why);
-    if (io == Io::WouldBlock) {
-      Wait w = wait_for(conn.fd(), conn.want_write_ ? POLLOUT : POLLIN, deadline, &wake_fd,
-                        aborted);
-      if (w != Wait::Ready) return wait_failure(w);
-    }
+    return true;
   }
-  result.connection.emplace(std::move(conn));
-  return result;
+};
+
+ConnectResult Connection::open(const ConnectSettings& s, const ConnectionConfig& config,
+                               const TlsContext* tls, const Interrupt& in) {
+  const auto deadline = Clock::now() + seconds(s.connect_timeout);
+  Handshake h{s, in, deadline, {}};
+  Attempt a = connect_socket(s, deadline, in);
+  if (a.interrupted) {
+    h.interrupted();
+  } else if (a.failure.kind != ErrorKind::None) {
+    h.fail(std::move(a.failure));
+  } else {
+    h.result.connection.emplace(Connection(std::move(a.fd), config));
+    Connection& conn = *h.result.connection;
+    if ((!tls || h.tls(conn, *tls)) && h.commands(conn)) return std::move(h.result);
+    h.result.connection.reset();
+  }
+  return std::move(h.result);
 }
+
+Connection::Connection(UniqueFd fd, const ConnectionConfig& config)
+    : fd_(std::move(fd)), reader_(config.reader), iov_(std::max<std::size_t>(config.max_iov, 1)) {}
 
 // ----------------------------------------------------------------------------- sending
 
@@ -298,7 +339,7 @@ std::string& Connection::copy_buffer_for_append() {
 }
 
 void Connection::commit_copy() {
-  std::size_t n = send_buf_.size() - copy_mark_;
+  const std::size_t n = send_buf_.size() - copy_mark_;
   if (n == 0) return;
   if (!segments_.empty() && segments_.back().ref == nullptr &&
       segments_.back().offset + segments_.back().len == copy_mark_) {
@@ -315,14 +356,30 @@ void Connection::queue_ref(const std::uint8_t* data, std::size_t n) {
   queued_ += n;
 }
 
-Io Connection::flush(std::string* reason) {
-  while (ssl_ && !segments_.empty()) {
+Io Connection::fail_errno(int err) {
+  error_ = Failure{};
+  error_.kind = ErrorKind::ConnectionLost;
+  error_.err = err;
+  return Io::Error;
+}
+
+Io Connection::fail_tls(const TlsError& e) {
+  error_ = Failure{};
+  error_.kind = e.detail.empty() ? ErrorKind::ConnectionLost : ErrorKind::TlsFailed;
+  error_.err = e.err;
+  error_.detail = e.detail;
+  return Io::Error;
+}
+
+Io Connection::flush_tls() {
+  while (!segments_.empty()) {
     // TLS has no writev: one record per segment (small ones are merged when queued).
     const Segment& seg = segments_.front();
     const std::uint8_t* base =
         seg.ref ? seg.ref : reinterpret_cast<const std::uint8_t*>(send_buf_.data()) + seg.offset;
     std::size_t n = 0;
-    switch (tls_write(ssl_.get(), base, seg.len, &n, reason)) {
+    TlsError e;
+    switch (tls_write(ssl_.get(), base, seg.len, &n, &e)) {
       case TlsIo::Ok:
         want_write_ = false;
         write_needs_read_ = false;
@@ -338,35 +395,38 @@ Io Connection::flush(std::string* reason) {
         compact();
         return Io::WouldBlock;
       case TlsIo::Closed:
-        *reason = "server closed the connection";
-        return Io::Error;
+        return fail_errno(0);
       case TlsIo::Error:
-        return Io::Error;
+        return fail_tls(e);
     }
   }
+  send_buf_.clear();
+  return Io::Ok;
+}
+
+Io Connection::flush() {
+  if (ssl_) return flush_tls();
   while (!segments_.empty()) {
-    iovec iov[MAX_IOV];
     std::size_t count = 0;
     for (const Segment& seg : segments_) {
-      if (count == MAX_IOV) break;
+      if (count == iov_.size()) break;
       const std::uint8_t* base =
           seg.ref ? seg.ref : reinterpret_cast<const std::uint8_t*>(send_buf_.data()) + seg.offset;
-      iov[count].iov_base = const_cast<std::uint8_t*>(base);
-      iov[count].iov_len = seg.len;
+      iov_[count].iov_base = const_cast<std::uint8_t*>(base);
+      iov_[count].iov_len = seg.len;
       ++count;
     }
     msghdr msg{};
-    msg.msg_iov = iov;
+    msg.msg_iov = iov_.data();
     msg.msg_iovlen = count;
-    ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         compact();
         return Io::WouldBlock;
       }
-      *reason = errno_text(errno);
-      return Io::Error;
+      return fail_errno(errno);
     }
     sent_ += static_cast<std::uint64_t>(n);
     consume_sent(static_cast<std::size_t>(n));
@@ -393,6 +453,9 @@ void Connection::consume_sent(std::size_t n) {
   }
 }
 
+// Consumed bytes at the front of the send buffer before it is compacted (native tuning).
+constexpr std::size_t SEND_COMPACT_BYTES = 64 * 1024;
+
 void Connection::compact() {
   // Copied bytes before the first copied segment still queued have been sent.
   std::size_t low = send_buf_.size();
@@ -413,12 +476,13 @@ void Connection::compact() {
 
 bool Connection::pending() const { return ssl_ && tls_pending(ssl_.get()); }
 
-Io Connection::receive(std::string* reason) {
+Io Connection::receive() {
   std::size_t room = 0;
   std::uint8_t* dst = reader_.get_buffer(&room);
   if (ssl_) {
     std::size_t n = 0;
-    switch (tls_read(ssl_.get(), dst, room, &n, reason)) {
+    TlsError e;
+    switch (tls_read(ssl_.get(), dst, room, &n, &e)) {
       case TlsIo::Ok:
         want_write_ = false;
         write_needs_read_ = false;
@@ -430,22 +494,25 @@ Io Connection::receive(std::string* reason) {
         want_write_ = true;
         return Io::WouldBlock;
       case TlsIo::Closed:
+        fail_errno(0);
         return Io::Closed;
       case TlsIo::Error:
-        return Io::Error;
+        return fail_tls(e);
     }
   }
   for (;;) {
-    ssize_t n = ::recv(fd_.get(), dst, room, MSG_DONTWAIT);
+    const ssize_t n = ::recv(fd_.get(), dst, room, MSG_DONTWAIT);
     if (n > 0) {
       reader_.buffer_updated(static_cast<std::size_t>(n));
       return Io::Ok;
     }
-    if (n == 0) return Io::Closed;
+    if (n == 0) {
+      fail_errno(0);
+      return Io::Closed;
+    }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return Io::WouldBlock;
-    *reason = errno_text(errno);
-    return Io::Error;
+    return fail_errno(errno);
   }
 }
 

@@ -2,10 +2,12 @@
 #include "tls.hpp"
 
 #include <cerrno>
+#include <algorithm>
 #include <climits>
 #include <cstring>
+#include <utility>
 
-#include "connection.hpp"  // errno_text
+#include <unistd.h>
 
 #ifdef RESPKV_HAVE_OPENSSL
 #include <arpa/inet.h>
@@ -20,18 +22,13 @@ namespace respkv {
 
 namespace {
 
-struct CtxFree {
-  void operator()(SSL_CTX* ctx) const noexcept { SSL_CTX_free(ctx); }
-};
-using CtxPtr = std::unique_ptr<SSL_CTX, CtxFree>;
-
-// The text of the newest OpenSSL error on this thread, like Python's "[SSL] reason".
-std::string openssl_error(const char* fallback) {
+// OpenSSL's reason for the newest error on this thread (its own words), or `fallback`.
+std::string openssl_reason(const char* fallback) {
   unsigned long code = ERR_peek_last_error();
   ERR_clear_error();
   if (code == 0) return fallback;
   const char* reason = ERR_reason_error_string(code);
-  return std::string("[SSL] ") + (reason ? reason : fallback);
+  return reason ? reason : fallback;
 }
 
 bool is_ip_literal(const std::string& name) {
@@ -39,8 +36,8 @@ bool is_ip_literal(const std::string& name) {
   return inet_pton(AF_INET, name.c_str(), buf) == 1 || inet_pton(AF_INET6, name.c_str(), buf) == 1;
 }
 
-// Map the result of an SSL_* call that returned `rc` to a TlsIo, filling *reason.
-TlsIo classify(ssl_st* ssl, int rc, std::string* reason) {
+// Map the result of an SSL_* call that returned `rc` to a TlsIo, filling *error.
+TlsIo classify(ssl_st* ssl, int rc, TlsError* error) {
   int err = SSL_get_error(ssl, rc);
   switch (err) {
     case SSL_ERROR_WANT_READ:
@@ -52,21 +49,21 @@ TlsIo classify(ssl_st* ssl, int rc, std::string* reason) {
     case SSL_ERROR_SYSCALL: {
       int e = errno;
       if (ERR_peek_last_error() != 0) {
-        *reason = openssl_error("TLS failure");
+        error->detail = openssl_reason("TLS failure");
         return TlsIo::Error;
       }
       if (e == 0) return TlsIo::Closed;  // EOF without close_notify
-      *reason = errno_text(e);
+      error->err = e;
       return TlsIo::Error;
     }
     default: {
       long verify = SSL_get_verify_result(ssl);
       if (verify != X509_V_OK) {
         ERR_clear_error();
-        *reason = std::string("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ") +
-                  X509_verify_cert_error_string(verify);
+        error->detail = std::string("certificate verify failed: ") +
+                        X509_verify_cert_error_string(verify);
       } else {
-        *reason = openssl_error("TLS failure");
+        error->detail = openssl_reason("TLS failure");
       }
       return TlsIo::Error;
     }
@@ -75,71 +72,87 @@ TlsIo classify(ssl_st* ssl, int rc, std::string* reason) {
 
 int clamp_len(std::size_t n) { return n > INT_MAX ? INT_MAX : static_cast<int>(n); }
 
+// errno of a failed file load, when the file is not there or not readable.
+int file_errno(const std::string& path) {
+  return ::access(path.c_str(), R_OK) == 0 ? 0 : errno;
+}
+
 }  // namespace
 
 bool tls_available() { return true; }
 
 void SslFree::operator()(ssl_st* ssl) const noexcept { SSL_free(ssl); }
 
-SslPtr tls_session(int fd, const TlsSettings& s, const std::string& host, std::string* reason) {
+TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+std::shared_ptr<TlsContext> TlsContext::create(const TlsSettings& s, TlsError* error) {
   ERR_clear_error();
-  CtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-  if (!ctx) {
-    *reason = openssl_error("cannot create a TLS context");
+  SSL_CTX* raw = SSL_CTX_new(TLS_client_method());
+  if (raw == nullptr) {
+    error->detail = openssl_reason("cannot create a TLS context");
     return nullptr;
   }
-  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  std::shared_ptr<TlsContext> ctx(new TlsContext(raw, s));
+  SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION);
+  SSL_CTX_set_mode(raw, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (s.verify) {
-    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
-    int ok = s.ca_file ? SSL_CTX_load_verify_locations(ctx.get(), s.ca_file->c_str(), nullptr)
-                       : SSL_CTX_set_default_verify_paths(ctx.get());
+    SSL_CTX_set_verify(raw, SSL_VERIFY_PEER, nullptr);
+    int ok = s.ca_file ? SSL_CTX_load_verify_locations(raw, s.ca_file->c_str(), nullptr)
+                       : SSL_CTX_set_default_verify_paths(raw);
     if (ok != 1) {
-      *reason = s.ca_file ? "cannot load ca_file " + *s.ca_file + ": " + openssl_error("bad file")
-                          : openssl_error("cannot load the default CA store");
+      error->err = s.ca_file ? file_errno(*s.ca_file) : 0;
+      error->detail = (s.ca_file ? "cannot load ca_file " + *s.ca_file + ": "
+                                 : std::string("cannot load the default CA store: ")) +
+                      openssl_reason("bad file");
       return nullptr;
     }
   } else {
-    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
+    SSL_CTX_set_verify(raw, SSL_VERIFY_NONE, nullptr);
   }
   if (s.cert_file) {
     const std::string& key = s.key_file ? *s.key_file : *s.cert_file;
-    if (SSL_CTX_use_certificate_chain_file(ctx.get(), s.cert_file->c_str()) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx.get()) != 1) {
-      *reason = "cannot load cert_file/key_file: " + openssl_error("bad certificate or key");
+    if (SSL_CTX_use_certificate_chain_file(raw, s.cert_file->c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(raw, key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(raw) != 1) {
+      error->err = file_errno(*s.cert_file);
+      if (error->err == 0) error->err = file_errno(key);
+      error->detail = "cannot load cert_file/key_file: " + openssl_reason("bad certificate or key");
       return nullptr;
     }
   }
-  SslPtr ssl(SSL_new(ctx.get()));  // holds its own reference to the context
+  return ctx;
+}
+
+SslPtr TlsContext::session(int fd, const std::string& host, TlsError* error) const {
+  ERR_clear_error();
+  SslPtr ssl(SSL_new(ctx_));  // holds its own reference to the context
   if (!ssl || SSL_set_fd(ssl.get(), fd) != 1) {
-    *reason = openssl_error("cannot create a TLS session");
+    error->detail = openssl_reason("cannot create a TLS session");
     return nullptr;
   }
-  const std::string name = s.server_hostname ? *s.server_hostname : host;
+  const std::string name = settings_.server_hostname ? *settings_.server_hostname : host;
   const bool ip = is_ip_literal(name);
   if (!ip) SSL_set_tlsext_host_name(ssl.get(), name.c_str());
-  if (s.verify) {
+  if (settings_.verify) {
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl.get());
     int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str())
                 : X509_VERIFY_PARAM_set1_host(param, name.c_str(), 0);
     if (ok != 1) {
-      *reason = openssl_error("cannot set the name to verify");
+      error->detail = openssl_reason("cannot set the name to verify");
       return nullptr;
     }
   }
   return ssl;
 }
 
-TlsIo tls_connect(ssl_st* ssl, std::string* reason) {
+TlsIo tls_connect(ssl_st* ssl, TlsError* error) {
   ERR_clear_error();
   errno = 0;
   int rc = SSL_connect(ssl);
-  return rc == 1 ? TlsIo::Ok : classify(ssl, rc, reason);
+  return rc == 1 ? TlsIo::Ok : classify(ssl, rc, error);
 }
 
-TlsIo tls_write(ssl_st* ssl, const void* data, std::size_t n, std::size_t* done,
-                std::string* reason) {
+TlsIo tls_write(ssl_st* ssl, const void* data, std::size_t n, std::size_t* done, TlsError* error) {
   ERR_clear_error();
   errno = 0;
   int rc = SSL_write(ssl, data, clamp_len(n));
@@ -147,10 +160,10 @@ TlsIo tls_write(ssl_st* ssl, const void* data, std::size_t n, std::size_t* done,
     *done = static_cast<std::size_t>(rc);
     return TlsIo::Ok;
   }
-  return classify(ssl, rc, reason);
+  return classify(ssl, rc, error);
 }
 
-TlsIo tls_read(ssl_st* ssl, void* data, std::size_t n, std::size_t* done, std::string* reason) {
+TlsIo tls_read(ssl_st* ssl, void* data, std::size_t n, std::size_t* done, TlsError* error) {
   ERR_clear_error();
   errno = 0;
   int rc = SSL_read(ssl, data, clamp_len(n));
@@ -158,38 +171,87 @@ TlsIo tls_read(ssl_st* ssl, void* data, std::size_t n, std::size_t* done, std::s
     *done = static_cast<std::size_t>(rc);
     return TlsIo::Ok;
   }
-  return classify(ssl, rc, reason);
+  return classify(ssl, rc, error);
 }
 
 bool tls_pending(ssl_st* ssl) { return SSL_pending(ssl) > 0; }
 
+bool tls_received_anything(ssl_st* ssl) { return BIO_number_read(SSL_get_rbio(ssl)) > 0; }
+
+namespace {
+
+// Bytes of the peer's first answer kept (enough for "-ERR unknown command").
+constexpr std::size_t FIRST_BYTES = 48;
+
+long record_first_bytes(BIO* bio, int oper, const char* argp, std::size_t, int, long, int ret,
+                        std::size_t* processed) {
+  if (oper == (BIO_CB_READ | BIO_CB_RETURN) && ret > 0 && processed != nullptr) {
+    auto* out = reinterpret_cast<TlsFirstBytes*>(BIO_get_callback_arg(bio));
+    if (out != nullptr && out->bytes.size() < FIRST_BYTES) {
+      out->bytes.append(argp, std::min(*processed, FIRST_BYTES - out->bytes.size()));
+    }
+  }
+  return ret;
+}
+
+}  // namespace
+
+void tls_watch_first_bytes(ssl_st* ssl, TlsFirstBytes* out) {
+  BIO* bio = SSL_get_rbio(ssl);
+  BIO_set_callback_arg(bio, reinterpret_cast<char*>(out));
+  BIO_set_callback_ex(bio, record_first_bytes);
+}
+
+void tls_unwatch_first_bytes(ssl_st* ssl) {
+  BIO* bio = SSL_get_rbio(ssl);
+  BIO_set_callback_ex(bio, nullptr);
+  BIO_set_callback_arg(bio, nullptr);
+}
+
 #else  // no OpenSSL at build time
+
+namespace {
+constexpr const char* NO_TLS = "this build of respkv_native has no TLS (OpenSSL was not found)";
+}
 
 bool tls_available() { return false; }
 
 void SslFree::operator()(ssl_st*) const noexcept {}
 
-SslPtr tls_session(int, const TlsSettings&, const std::string&, std::string* reason) {
-  *reason = "this build of respkv_native has no TLS (OpenSSL was not found)";
+TlsContext::~TlsContext() = default;
+
+std::shared_ptr<TlsContext> TlsContext::create(const TlsSettings&, TlsError* error) {
+  error->detail = NO_TLS;
   return nullptr;
 }
 
-TlsIo tls_connect(ssl_st*, std::string* reason) {
-  *reason = "no TLS in this build";
+SslPtr TlsContext::session(int, const std::string&, TlsError* error) const {
+  error->detail = NO_TLS;
+  return nullptr;
+}
+
+TlsIo tls_connect(ssl_st*, TlsError* error) {
+  error->detail = NO_TLS;
   return TlsIo::Error;
 }
 
-TlsIo tls_write(ssl_st*, const void*, std::size_t, std::size_t*, std::string* reason) {
-  *reason = "no TLS in this build";
+TlsIo tls_write(ssl_st*, const void*, std::size_t, std::size_t*, TlsError* error) {
+  error->detail = NO_TLS;
   return TlsIo::Error;
 }
 
-TlsIo tls_read(ssl_st*, void*, std::size_t, std::size_t*, std::string* reason) {
-  *reason = "no TLS in this build";
+TlsIo tls_read(ssl_st*, void*, std::size_t, std::size_t*, TlsError* error) {
+  error->detail = NO_TLS;
   return TlsIo::Error;
 }
 
 bool tls_pending(ssl_st*) { return false; }
+
+bool tls_received_anything(ssl_st*) { return false; }
+
+void tls_watch_first_bytes(ssl_st*, TlsFirstBytes*) {}
+
+void tls_unwatch_first_bytes(ssl_st*) {}
 
 #endif
 

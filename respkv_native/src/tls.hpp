@@ -1,6 +1,10 @@
 // TLS for the native connection (OpenSSL), the C++ twin of respkv/_admin.py's
 // make_ssl_context / wrap_socket.
 //
+// One TlsContext per engine, made on the first connect and shared by every worker and
+// every reconnect (SSL_CTX is safe to share once configured; each connection gets its
+// own SSL session from it), so the CA file is read once, not on every reconnect.
+//
 // The context is configured like Python's `ssl.create_default_context(cafile=...)`: TLS
 // 1.2 or newer, the peer certificate verified against `ca_file` (or the system store)
 // and its name checked against `server_hostname` (or the host; an IP address is checked
@@ -13,9 +17,13 @@
 // encrypted from and decrypted into the caller's buffers (SSL_write/SSL_read), so the
 // zero-copy paths of connection.cpp stay zero-copy in user space.
 //
+// Failures are data (TlsError): an errno when a system call failed, and OpenSSL's own
+// reason as `detail` (library text, shown as is). A peer that answers the handshake
+// with bytes that are not TLS (a plaintext server) is named as such.
+//
 // Built without OpenSSL (no libssl-dev at build time), `tls_available()` is false and
-// `tls_session` fails with a message; respkv then reports SUPPORTS_TLS = False and picks
-// the pure engine for resps:// connections.
+// creating a context fails; respkv then reports SUPPORTS_TLS = False and picks the pure
+// engine for resps:// connections.
 #pragma once
 
 #include <cstddef>
@@ -24,7 +32,8 @@
 #include <optional>
 #include <string>
 
-struct ssl_st;  // OpenSSL's SSL, kept out of this header
+struct ssl_st;      // OpenSSL's SSL, kept out of this header
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
 
 namespace respkv {
 
@@ -36,6 +45,12 @@ struct TlsSettings {
   bool verify = true;
 };
 
+// Why a TLS step failed: an errno (0 if none) and the library's reason.
+struct TlsError {
+  int err = 0;
+  std::string detail;
+};
+
 // True when this build has OpenSSL.
 bool tls_available();
 
@@ -44,21 +59,46 @@ struct SslFree {
 };
 using SslPtr = std::unique_ptr<ssl_st, SslFree>;
 
-// A client session over the connected socket `fd`, ready for tls_connect(). Null (and
-// *reason set) when the context cannot be made (a missing CA file, a bad key ...).
-SslPtr tls_session(int fd, const TlsSettings& settings, const std::string& host,
-                   std::string* reason);
+class TlsContext {
+ public:
+  // A configured context, or null with *error set (a missing CA file, a bad key ...).
+  static std::shared_ptr<TlsContext> create(const TlsSettings& settings, TlsError* error);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  // A client session over the connected socket `fd`, ready for tls_connect(); null with
+  // *error set when it cannot be made.
+  SslPtr session(int fd, const std::string& host, TlsError* error) const;
+
+ private:
+  TlsContext(ssl_ctx_st* ctx, TlsSettings settings) : ctx_(ctx), settings_(std::move(settings)) {}
+  ssl_ctx_st* ctx_;
+  TlsSettings settings_;
+};
 
 enum class TlsIo : std::uint8_t { Ok, WantRead, WantWrite, Closed, Error };
 
 // One step of the handshake: Ok when it is complete.
-TlsIo tls_connect(ssl_st* ssl, std::string* reason);
+TlsIo tls_connect(ssl_st* ssl, TlsError* error);
 // Write up to n bytes (*done gets the count on Ok).
-TlsIo tls_write(ssl_st* ssl, const void* data, std::size_t n, std::size_t* done,
-                std::string* reason);
+TlsIo tls_write(ssl_st* ssl, const void* data, std::size_t n, std::size_t* done, TlsError* error);
 // Read up to n bytes (*done gets the count on Ok); Closed on an orderly shutdown.
-TlsIo tls_read(ssl_st* ssl, void* data, std::size_t n, std::size_t* done, std::string* reason);
+TlsIo tls_read(ssl_st* ssl, void* data, std::size_t n, std::size_t* done, TlsError* error);
 // Decrypted bytes waiting inside the session (the socket may not be readable for them).
 bool tls_pending(ssl_st* ssl);
+// Whether the session has received any bytes from the peer yet (during the handshake:
+// did the server answer at all).
+bool tls_received_anything(ssl_st* ssl);
+
+// The first bytes the peer sent, as OpenSSL read them: a handshake that failed on an
+// answer that is no TLS record (a plaintext server) can quote it. `watch` starts
+// recording into *out (which must outlive the watch); `unwatch` stops (call it before
+// *out goes, and once the handshake is over, so reads pay nothing for it).
+struct TlsFirstBytes {
+  std::string bytes;
+};
+void tls_watch_first_bytes(ssl_st* ssl, TlsFirstBytes* out);
+void tls_unwatch_first_bytes(ssl_st* ssl);
 
 }  // namespace respkv

@@ -1,13 +1,16 @@
 // C++ unit tests of the native codec (resp2) and tiling, with no framework and no Python.
 //
-// Built by CMake with -DRESPKV_BUILD_TESTS=ON (ctest), and compiled and run by
-// tests/test_native_cpp.py. Exit status 0 means every check passed; each failure prints
+// Built and run by ctest (respkv_native/tests/CMakeLists.txt; tests/test_native_cpp.py
+// runs that from pytest). Exit status 0 means every check passed; each failure prints
 // its line and expression. The byte stream is attacked the way the pure codec's tests
 // do it: every reply is fed whole, split at every position, and one byte at a time.
+// Protocol errors are codes (ProtocolFault); the reader must never throw for them.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -39,10 +42,17 @@ int g_checks = 0;
     }                                                                                   \
   } while (0)
 
-using respkv::ProtocolError;
+using respkv::ProtocolFault;
 using respkv::Reader;
+using respkv::ReaderLimits;
+using respkv::ReadStatus;
 using respkv::Reply;
 using Kind = respkv::Reply::Kind;
+
+// This program has no Python to ask: respkv/resp2.py's limits, written out.
+constexpr std::size_t MAX_LINE = 64 * 1024;
+constexpr std::size_t MAX_DEPTH = 32;
+constexpr ReaderLimits LIMITS{512LL * 1024 * 1024, 1LL << 32, MAX_DEPTH, MAX_LINE};
 
 // A compact description of a reply for comparisons: kind letter and value.
 std::string describe(const Reply& r) {
@@ -57,6 +67,8 @@ std::string describe(const Reply& r) {
       return "$" + r.text;
     case Kind::Nil:
       return "nil";
+    case Kind::NilArray:
+      return "nil*";
     case Kind::Filled:
       return "filled";
     case Kind::SizeMismatch:
@@ -70,26 +82,31 @@ std::string describe(const Reply& r) {
   return "?";
 }
 
-// Feed `chunks` in order, collect every reply; a protocol error appends "!" + message.
+// Feed `chunks` in order, collect every reply; a protocol error appends "!" + its text.
 // `target` (when not null) is set before every reply.
 std::vector<std::string> run(const std::vector<std::string>& chunks,
                              std::vector<std::uint8_t>* target = nullptr) {
-  Reader reader;
+  Reader reader(LIMITS);
   std::vector<std::string> out;
   Reply r;
-  try {
-    for (const auto& c : chunks) {
-      reader.feed(c.data(), c.size());
-      for (;;) {
-        if (target) reader.set_target(target->data(), target->size());
-        if (!reader.gets(r)) break;
-        out.push_back(describe(r));
+  for (const auto& c : chunks) {
+    reader.feed(c.data(), c.size());
+    for (;;) {
+      if (target) reader.set_target(target->data(), target->size());
+      const ReadStatus got = reader.read(r);
+      if (got == ReadStatus::Error) {
+        out.push_back(std::string("!") + respkv::protocol_fault_text(reader.fault()));
+        return out;
       }
+      if (got == ReadStatus::NeedData) break;
+      out.push_back(describe(r));
     }
-  } catch (const ProtocolError& e) {
-    out.push_back(std::string("!") + e.what());
   }
   return out;
+}
+
+std::vector<std::string> fault(ProtocolFault f) {
+  return {std::string("!") + respkv::protocol_fault_text(f)};
 }
 
 // The same stream fed whole, split at every position, and one byte at a time, must
@@ -115,62 +132,90 @@ void test_simple_values() {
   check_all_splits("-ERR bad thing\r\n", {"-ERR bad thing"});
   check_all_splits(":42\r\n:-7\r\n:0\r\n", {":42", ":-7", ":0"});
   check_all_splits("$5\r\nhello\r\n$0\r\n\r\n$-1\r\n", {"$hello", "$", "nil"});
-  check_all_splits("*2\r\n:1\r\n$-1\r\n*0\r\n*-1\r\n", {"[:1,nil,]", "[]", "nil"});
+  check_all_splits("*2\r\n:1\r\n$-1\r\n*0\r\n*-1\r\n", {"[:1,nil,]", "[]", "nil*"});
   check_all_splits("*2\r\n*1\r\n+a\r\n-E x\r\n", {"[[+a,],-E x,]"});
   // A bulk payload may contain CRLF; a simple string may contain a lone CR.
   check_all_splits("$4\r\n\r\n\r\n\r\n+a\rb\r\n", {"$\r\n\r\n", "+a\rb"});
 }
 
 void test_protocol_errors() {
-  CHECK(run({"?x\r\n"}) == std::vector<std::string>{"!unknown reply type byte b'?'"});
-  CHECK(run({"$abc\r\n"}) == std::vector<std::string>{"!malformed bulk length b'abc'"});
-  CHECK(run({"$+5\r\n"}) == std::vector<std::string>{"!malformed bulk length b'+5'"});
-  CHECK(run({"*-5\r\n"}) == std::vector<std::string>{"!negative array length -5"});
-  CHECK(run({":1x\r\n"}) == std::vector<std::string>{"!malformed integer b'1x'"});
-  CHECK(run({"$3\r\nabcd\r\n"}) ==
-        std::vector<std::string>{"!bulk string not terminated by CRLF"});
-  CHECK(run({"$536870913\r\n"}) ==
-        std::vector<std::string>{"!bulk length 536870913 exceeds MAX_BULK_BYTES (536870912)"});
-  CHECK(run({"$99999999999999999999\r\n"}) ==
-        std::vector<std::string>{
-            "!bulk length 99999999999999999999 exceeds MAX_BULK_BYTES (536870912)"});
-  CHECK(run({"$999999999999999999999\r\n"}) ==
-        std::vector<std::string>{"!malformed bulk length b'999999999999999999999'"});
-  CHECK(run({"\x01\r\n"}) == std::vector<std::string>{"!unknown reply type byte b'\\x01'"});
-  CHECK(run({"'\r\n"}) == std::vector<std::string>{"!unknown reply type byte b\"'\""});
-  // Nesting deeper than MAX_DEPTH.
+  CHECK(run({"?x\r\n"}) == fault(ProtocolFault::UnknownType));
+  CHECK(run({"$abc\r\n"}) == fault(ProtocolFault::MalformedLength));
+  CHECK(run({"$+5\r\n"}) == fault(ProtocolFault::MalformedLength));
+  CHECK(run({"*-5\r\n"}) == fault(ProtocolFault::NegativeLength));
+  CHECK(run({":1x\r\n"}) == fault(ProtocolFault::MalformedInteger));
+  CHECK(run({"$3\r\nabcd\r\n"}) == fault(ProtocolFault::BadTerminator));
+  CHECK(run({"$536870913\r\n"}) == fault(ProtocolFault::BulkTooLong));
+  CHECK(run({"$99999999999999999999\r\n"}) == fault(ProtocolFault::BulkTooLong));
+  CHECK(run({"$999999999999999999999\r\n"}) == fault(ProtocolFault::MalformedLength));
+  CHECK(run({"*4294967297\r\n"}) == fault(ProtocolFault::ArrayTooLong));
+  CHECK(run({"\x01\r\n"}) == fault(ProtocolFault::UnknownType));
+  // Nesting deeper than MAX_DEPTH; a nil array at that depth is fine.
   std::string deep;
-  for (int i = 0; i <= respkv::MAX_DEPTH; ++i) deep += "*1\r\n";
-  deep += ":1\r\n";
-  CHECK(run({deep}) == std::vector<std::string>{"!arrays nested deeper than MAX_DEPTH (32)"});
-  // An endless line.
-  std::string endless = "+" + std::string(respkv::MAX_LINE_BYTES + 10, 'a');
-  CHECK(run({endless}) ==
-        std::vector<std::string>{"!line longer than MAX_LINE_BYTES (65536) without CRLF"});
-  CHECK(run({"*1\r\n-" + std::string(respkv::MAX_LINE_BYTES + 1, 'e') + "\r\n"}) ==
-        std::vector<std::string>{"!line longer than MAX_LINE_BYTES (65536)"});
-  CHECK(run({"$-0\r\n"}) == std::vector<std::string>{"!malformed bulk length b'-0'"});
-  CHECK(run({":9223372036854775808\r\n"}) ==
-        std::vector<std::string>{"!integer 9223372036854775808 outside the signed 64-bit range"});
+  for (std::size_t i = 0; i <= MAX_DEPTH; ++i) deep += "*1\r\n";
+  CHECK(run({deep + ":1\r\n"}) == fault(ProtocolFault::TooDeep));
+  std::string deep_nil;
+  for (std::size_t i = 0; i < MAX_DEPTH; ++i) deep_nil += "*1\r\n";
+  CHECK(run({deep_nil + "*-1\r\n"}).size() == 1 && run({deep_nil + "*-1\r\n"})[0][0] == '[');
+  // An endless line, whole or in pieces, and a long line inside an array.
+  std::string endless = "+" + std::string(MAX_LINE + 10, 'a');
+  CHECK(run({endless}) == fault(ProtocolFault::LineTooLong));
+  std::vector<std::string> pieces;
+  for (std::size_t i = 0; i < endless.size(); i += 1000) pieces.push_back(endless.substr(i, 1000));
+  CHECK(run(pieces) == fault(ProtocolFault::LineTooLong));
+  CHECK(run({"*1\r\n-" + std::string(MAX_LINE + 1, 'e') + "\r\n"}) == fault(ProtocolFault::LineTooLong));
+  // A line of exactly MAX_LINE bytes is fine, also when its CR arrives alone.
+  const std::string longest = "+" + std::string(MAX_LINE, 'b');
+  CHECK(run({longest, "\r", "\n"}) == std::vector<std::string>{"+" + std::string(MAX_LINE, 'b')});
+  CHECK(run({"$-0\r\n"}) == fault(ProtocolFault::MalformedLength));
+  CHECK(run({":9223372036854775808\r\n"}) == fault(ProtocolFault::IntegerRange));
+  CHECK(run({":-9223372036854775809\r\n"}) == fault(ProtocolFault::IntegerRange));
+  CHECK(run({":99999999999999999999\r\n"}) == fault(ProtocolFault::IntegerRange));
   CHECK(run({":-9223372036854775808\r\n"}) == std::vector<std::string>{":-9223372036854775808"});
-  // The reader stays unusable.
-  Reader reader;
+  CHECK(run({":9223372036854775807\r\n"}) == std::vector<std::string>{":9223372036854775807"});
+  // The reader stays broken, and says why, without throwing.
+  Reader reader(LIMITS);
   Reply r;
   reader.feed("?\r\n", 3);
-  bool threw = false;
-  try {
-    reader.gets(r);
-  } catch (const ProtocolError&) {
-    threw = true;
+  CHECK(reader.read(r) == ReadStatus::Error);
+  reader.feed("+OK\r\n", 5);
+  CHECK(reader.read(r) == ReadStatus::Error);
+  CHECK(reader.fault() == ProtocolFault::UnknownType);
+}
+
+// The receive buffer never holds a large value and shrinks after a long line.
+void test_bounded_buffer() {
+  Reader reader(LIMITS);
+  Reply r;
+  const std::string payload(8 * 1024 * 1024, 'v');
+  const std::string stream = "$" + std::to_string(payload.size()) + "\r\n" + payload + "\r\n";
+  std::size_t most = 0;
+  ReadStatus got = ReadStatus::NeedData;
+  for (std::size_t i = 0; i < stream.size(); i += 60000) {  // read after each piece, as recv
+    CHECK(got == ReadStatus::NeedData);
+    reader.feed(stream.data() + i, std::min<std::size_t>(60000, stream.size() - i));
+    most = std::max(most, reader.capacity());
+    got = reader.read(r);
   }
-  CHECK(threw);
-  threw = false;
-  try {
-    reader.gets(r);
-  } catch (const ProtocolError& e) {
-    threw = std::strcmp(e.what(), "reader is unusable after a protocol error") == 0;
-  }
-  CHECK(threw);
+  CHECK(got == ReadStatus::Reply);
+  CHECK(r.kind == Kind::Bulk && r.text == payload);
+  CHECK(most <= 4 * respkv::READ_CHUNK);
+  const std::string line = "+" + std::string(MAX_LINE - 1, 'l') + "\r\n";
+  reader.feed(line.data(), line.size());
+  CHECK(reader.capacity() > respkv::READ_CHUNK);
+  CHECK(reader.read(r) == ReadStatus::Reply);
+  std::size_t room = 0;
+  reader.get_buffer(&room);
+  CHECK_EQ(reader.capacity(), respkv::READ_CHUNK);
+  CHECK(reader.idle());
+  // Arrays whose items are only counted keep nothing.
+  Reader counting(LIMITS);
+  counting.set_keep_items(false);
+  std::string arr = "*3\r\n$5\r\nhello\r\n*1\r\n:1\r\n+x\r\n";
+  counting.feed(arr.data(), arr.size());
+  CHECK(counting.read(r) == ReadStatus::Reply);
+  CHECK(r.kind == Kind::Array && r.integer == 3 && r.items.empty());
+  CHECK(respkv::first_line(r, 80) == "*3");
 }
 
 void test_targets() {
@@ -197,27 +242,26 @@ void test_targets() {
   // A bad terminator after a delivered payload is a protocol error.
   {
     std::vector<std::uint8_t> target(2);
-    CHECK(run({"$2\r\nabXY"}, &target) ==
-          std::vector<std::string>{"!bulk string not terminated by CRLF"});
+    CHECK(run({"$2\r\nabXY"}, &target) == fault(ProtocolFault::BadTerminator));
   }
   // The zero-copy path: get_buffer() points into the target while the payload streams.
   {
     std::vector<std::uint8_t> target(100000);
-    Reader reader;
+    Reader reader(LIMITS);
     reader.set_target(target.data(), target.size());
     std::string head = "$100000\r\nab";
     reader.feed(head.data(), head.size());
     Reply r;
-    CHECK(!reader.gets(r));
+    CHECK(reader.read(r) == ReadStatus::NeedData);
     std::size_t room = 0;
     std::uint8_t* dst = reader.get_buffer(&room);
     CHECK(dst == target.data() + 2);
     CHECK_EQ(room, std::size_t{99998});
     std::memset(dst, 'z', room);
     reader.buffer_updated(room);
-    CHECK(!reader.gets(r));
+    CHECK(reader.read(r) == ReadStatus::NeedData);
     reader.feed("\r\n", 2);
-    CHECK(reader.gets(r));
+    CHECK(reader.read(r) == ReadStatus::Reply);
     CHECK(r.kind == Kind::Filled);
     CHECK(target[0] == 'a' && target[1] == 'b' && target[99999] == 'z');
     CHECK_EQ(reader.buffered(), std::size_t{0});
@@ -247,20 +291,24 @@ void test_packing() {
   CHECK(out == "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$6\r\nrespkv\r\n");
 }
 
-void test_reprs() {
-  CHECK(respkv::bytes_repr("ab'c") == "b\"ab'c\"");
-  CHECK(respkv::bytes_repr("a'\"b") == "b'a\\'\"b'");
-  CHECK(respkv::bytes_repr(std::string("\t\n\r\\\x7f\xff", 6)) == "b'\\t\\n\\r\\\\\\x7f\\xff'");
+void test_first_lines() {
   Reply r;
-  r.kind = Kind::Array;
-  Reply one;
-  one.kind = Kind::Integer;
-  one.integer = 1;
-  Reply err;
-  err.kind = Kind::Error;
-  err.text = "ERR it's";
-  r.items = {one, err};
-  CHECK(respkv::reply_repr(r) == "[1, ReplyError(\"ERR it's\")]");
+  r.kind = Kind::Simple;
+  r.text = "QUEUED";
+  CHECK(respkv::first_line(r, 80) == "+QUEUED");
+  r.kind = Kind::Integer;
+  r.integer = 5;
+  CHECK(respkv::first_line(r, 80) == ":5");
+  r.kind = Kind::SizeMismatch;
+  r.integer = 3;
+  CHECK(respkv::first_line(r, 80) == "$3");
+  r.kind = Kind::NilArray;
+  CHECK(respkv::first_line(r, 80) == "*-1");
+  r.kind = Kind::Simple;
+  r.text = std::string(100, 'x');
+  CHECK(respkv::first_line(r, 80).size() == 80);
+  r.text = std::string(78, 'x') + "\xc3\xa9\xc3\xa9";  // no UTF-8 sequence is cut
+  CHECK(respkv::first_line(r, 80).size() == 79);
 }
 
 void test_tiling() {
@@ -311,8 +359,9 @@ int main() {
   test_protocol_errors();
   test_targets();
   test_large_bulk_without_target();
+  test_bounded_buffer();
   test_packing();
-  test_reprs();
+  test_first_lines();
   test_tiling();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
