@@ -2,9 +2,13 @@
 
 ``respkv_native._core.parse_replies`` runs the C++ :cpp:class:`Reader` over chunks of
 bytes; every stream (well-formed or not, split anywhere, with or without a GET target)
-must give the same replies as :class:`respkv.resp2.Reader`, and the same protocol error
-text. ``_core.tile`` must cut every batch exactly where :func:`respkv._tiling.tile` does,
-since both backends must send each key to the same worker.
+must give the same replies as :class:`respkv.resp2.Reader`, and reject a malformed
+stream at the same point. The readers name a fault each in their own words (the C++
+one by a short fault name, reported as ``Failure.detail``), so the comparison is on
+*where* the stream is rejected; which fault the C++ reader reports for each kind of
+malformed stream is pinned by ``_BAD_STREAMS``. ``_core.tile`` must cut every batch
+exactly where :func:`respkv._tiling.tile` does, since both backends must send each key
+to the same worker. The C++ reader runs with the pure reader's limits, passed in.
 """
 
 from __future__ import annotations
@@ -17,10 +21,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from respkv import resp2
 from respkv._backend import load_native
 from respkv._tiling import tile
 from respkv.errors import ProtocolError, ReplyError
 from respkv.resp2 import FILLED, NEED_DATA, Reader, SizeMismatch
+
+#: The pure reader's limits, which the C++ reader is given (it has none of its own).
+LIMITS = {
+    "max_bulk_bytes": resp2.MAX_BULK_BYTES,
+    "max_multibulk_len": resp2.MAX_MULTIBULK_LEN,
+    "max_depth": resp2.MAX_DEPTH,
+    "max_line_bytes": resp2.MAX_LINE_BYTES,
+}
+#: Both readers' lists end with this where the stream was rejected.
+REJECTED = ("protocol_error",)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +63,8 @@ def _python_replies(chunks: list[bytes], target_size: int | None) -> list[Any]:
                 if value is NEED_DATA:
                     break
                 out.append(_normalize(value))
-    except ProtocolError as exc:
-        out.append(("protocol_error", str(exc)))
+    except ProtocolError:
+        out.append(REJECTED)
     return out
 
 
@@ -71,9 +86,18 @@ def _normalize(value: Any) -> Any:
 
 def _native_replies(core: ModuleType, chunks: list[bytes], target_size: int | None) -> list[Any]:
     out = []
-    for kind, value in core.parse_replies(chunks, target_size):
-        out.append(_native_normalize(kind, value))
+    for kind, value in core.parse_replies(chunks, target_size, limits=LIMITS):
+        out.append(REJECTED if kind == "protocol_error" else _native_normalize(kind, value))
     return out
+
+
+def _native_fault(core: ModuleType, chunks: list[bytes]) -> str | None:
+    """The C++ reader's fault name for ``chunks`` (None when it accepted them)."""
+    replies = core.parse_replies(chunks, None, limits=LIMITS)
+    if replies and replies[-1][0] == "protocol_error":
+        fault: str = replies[-1][1]
+        return fault
+    return None
 
 
 def _native_normalize(kind: str, value: Any) -> Any:
@@ -152,34 +176,65 @@ def test_well_formed_streams_agree(
     cuts=st.lists(st.integers(0, 200), max_size=4),
     target=st.one_of(st.none(), st.integers(0, 5)),
 )
-def test_arbitrary_bytes_agree_including_error_texts(
+def test_arbitrary_bytes_agree_including_where_rejected(
     core: ModuleType, data: bytes, prefix: bytes, cuts: list[int], target: int | None
 ) -> None:
     chunks = _split(prefix + data, cuts)
     assert _native_replies(core, chunks, target) == _python_replies(chunks, target)
 
 
+#: Malformed streams, and the fault the C++ reader names for each (Failure.detail).
 _BAD_STREAMS = {
-    "bulk-length-letters": b"$abc\r\n",
-    "bulk-length-minus-zero": b"$-0\r\n",
-    "negative-array": b"*-2\r\n",
-    "integer-letters": b":12x\r\n",
-    "integer-over-int64": b":9223372036854775808\r\n",
-    "bulk-over-limit": b"$99999999999999999999\r\n",
-    "array-over-limit": b"*4294967297\r\n",
-    "bulk-bad-terminator": b"$3\r\nabcd\r\n",
-    "unknown-type": b"!oops\r\n",
-    "endless-line": b"+" + b"a" * (64 * 1024 + 5),
-    "long-line-in-array": b"*1\r\n-" + b"e" * (64 * 1024 + 1) + b"\r\n",
-    "too-deep": b"*1\r\n" * 33 + b":1\r\n",
+    "bulk-length-letters": (b"$abc\r\n", "malformed length"),
+    "bulk-length-minus-zero": (b"$-0\r\n", "malformed length"),
+    "negative-array": (b"*-2\r\n", "negative length"),
+    "integer-letters": (b":12x\r\n", "malformed integer"),
+    "integer-over-int64": (b":9223372036854775808\r\n", "integer outside the signed 64-bit range"),
+    "integer-under-int64": (
+        b":-9223372036854775809\r\n",
+        "integer outside the signed 64-bit range",
+    ),
+    "integer-20-digits": (b":99999999999999999999\r\n", "integer outside the signed 64-bit range"),
+    "bulk-over-limit": (b"$99999999999999999999\r\n", "bulk length over MAX_BULK_BYTES"),
+    "array-over-limit": (b"*4294967297\r\n", "array length over MAX_MULTIBULK_LEN"),
+    "bulk-bad-terminator": (b"$3\r\nabcd\r\n", "bulk string not terminated by CRLF"),
+    "unknown-type": (b"!oops\r\n", "unknown reply type byte"),
+    "endless-line": (b"+" + b"a" * (64 * 1024 + 5), "line over MAX_LINE_BYTES"),
+    "endless-integer": (b":" + b"1" * (10 * 1024 * 1024), "line over MAX_LINE_BYTES"),
+    "long-line-in-array": (
+        b"*1\r\n-" + b"e" * (64 * 1024 + 1) + b"\r\n",
+        "line over MAX_LINE_BYTES",
+    ),
+    "too-deep": (b"*1\r\n" * 33 + b":1\r\n", "arrays nested deeper than MAX_DEPTH"),
 }
 
 
-@pytest.mark.parametrize("stream", list(_BAD_STREAMS.values()), ids=list(_BAD_STREAMS))
-def test_protocol_error_texts_are_identical(core: ModuleType, stream: bytes) -> None:
+@pytest.mark.parametrize("case", list(_BAD_STREAMS.values()), ids=list(_BAD_STREAMS))
+def test_malformed_streams_are_rejected_by_both_with_a_named_fault(
+    core: ModuleType, case: tuple[bytes, str]
+) -> None:
+    stream, fault = case
     expected = _python_replies([stream], None)
-    assert expected[-1][0] == "protocol_error"
+    assert expected[-1] == REJECTED
     assert _native_replies(core, [stream], None) == expected
+    assert _native_fault(core, [stream]) == fault
+    # Fed in pieces, the same fault (the reader keeps no partial state that hides it).
+    pieces = [stream[i : i + 4096] for i in range(0, len(stream), 4096)]
+    assert _native_fault(core, pieces) == fault
+
+
+def test_limits_come_from_the_caller(core: ModuleType) -> None:
+    """The C++ reader has no limits of its own: a smaller max_line_bytes is obeyed."""
+    small = dict(LIMITS, max_line_bytes=8)
+    assert core.parse_replies([b"+12345678\r\n"], None, limits=small) == [("simple", b"12345678")]
+    assert core.parse_replies([b"+123456789\r\n"], None, limits=small) == [
+        ("protocol_error", "line over MAX_LINE_BYTES")
+    ]
+    shallow = dict(LIMITS, max_depth=1)
+    assert core.parse_replies([b"*1\r\n*1\r\n:1\r\n"], None, limits=shallow)[-1] == (
+        "protocol_error",
+        "arrays nested deeper than MAX_DEPTH",
+    )
 
 
 @settings(max_examples=500, deadline=None)
