@@ -317,6 +317,22 @@ class LocalCluster:
         views = {tuple(self.slot_owners(n)) for n in live}
         if len(views) != 1:
             return "nodes disagree about the slot owners"
+        return self._roles_problem(live)
+
+    def _roles_problem(self, live: list[ClusterNode]) -> str | None:
+        """Whether every live node sees every other live node in its true role, with no
+        failure flag (gossip takes a moment to spread a new replica or a promotion)."""
+        roles = {a: ("master" if r == "master" else "slave") for a, r in self.roles().items()}
+        for n in live:
+            seen: dict[str, set[str]] = {}
+            for line in self.command(n, "CLUSTER", "NODES").decode().splitlines():
+                fields = line.split()
+                address = fields[1].split("@")[0]
+                seen[address] = set(fields[2].split(","))
+            for address, role in roles.items():
+                flags = seen.get(address, set())
+                if role not in flags or flags & {"fail", "fail?", "handshake", "noaddr"}:
+                    return f"{n.address} sees {address} as {','.join(sorted(flags)) or 'unknown'}"
         return None
 
     def wait_healthy(self, timeout: float = FORM_TIMEOUT) -> float:
@@ -342,6 +358,24 @@ class LocalCluster:
             if time.monotonic() - start > timeout:
                 raise TimeoutError(f"{what} did not happen within {timeout} s")
             time.sleep(POLL_INTERVAL)
+
+    def wait_replicated(self, master: ClusterNode, timeout: float = FORM_TIMEOUT) -> float:
+        """Block until every replica of ``master`` has its whole replication stream
+        (``slave_repl_offset`` of each replica reaches the master's
+        ``master_repl_offset``). ``WAIT`` would not do: it only covers the writes of the
+        connection that calls it."""
+
+        def caught_up() -> bool:
+            info = parse_info(self.command(master, "INFO", "replication"))
+            target = int(info["master_repl_offset"])
+            offsets = [
+                int(v.split("offset=")[1].split(",")[0])
+                for k, v in info.items()
+                if k.startswith("slave") and k[5:].isdigit()
+            ]
+            return bool(offsets) and min(offsets) >= target
+
+        return self.wait_for(caught_up, timeout, f"replication from {master.address}")
 
     # -- faults --------------------------------------------------------------------
 

@@ -133,6 +133,10 @@ class ClusterOptions(ConnectionOptions):
         fields.update(host=host, port=port)
         return ConnectionOptions(**fields)
 
+    def replace(self, **changes: object) -> ClusterOptions:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
     def __repr__(self) -> str:
         # ConnectionOptions' repr lists every field (these too) and hides the password.
         return "ClusterOptions(" + ConnectionOptions.__repr__(self).removeprefix(

@@ -56,7 +56,7 @@ import selectors
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from respkv._backend import select_backend
@@ -73,6 +73,7 @@ from respkv._cluster.batch import (
 )
 from respkv._cluster.notify import Flag
 from respkv._cluster.options import ClusterOptions
+from respkv._cluster.scan import scan_key_sizes
 from respkv._cluster.slots import key_slot, slots_of
 from respkv._cluster.slowpath import AskJob, SlowPaths
 from respkv._cluster.topology import Topology
@@ -285,6 +286,19 @@ class ClusterConnector:
         with self._lock:
             return {n.address: n.keys_sent for n in self._all_nodes()}
 
+    def scan_key_sizes(self, match: bytes, count: int = 1000) -> Iterator[tuple[bytes, int]]:
+        """``(key, size)`` for every key matching the glob ``match`` on every master (SCAN
+        on each, STRLEN pipelined; -1 for a key that is not a string). For usage
+        recovery (:mod:`respkv._cluster.scan`); raises ConnectionError for a master that
+        cannot be read."""
+        self._check_open()
+        if self._topology is None:
+            self.wait_ready()
+        masters = self.masters()
+        if not masters:
+            raise ConnectionError("no slot map: no cluster node could be reached")
+        return scan_key_sizes(self.options, masters, match, count)
+
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Block until a slot map has been read (``True``) or ``timeout`` passes."""
         return self._slow.wait_topology(timeout)
@@ -470,6 +484,9 @@ class ClusterConnector:
             return
         slot, to = target
         self.stats["moved" if code == "MOVED" else "ask"] += 1
+        if code == "MOVED" and self._owners is not None and self._owners[slot] != to:
+            self._owners[slot] = to  # the next batch goes there at once, limit or not
+            self._slow.request_refresh(0.0)
         if parent.count_hop(i) > self.options.max_redirects:
             self.stats["redirect_limit"] += 1
             self._finish(parent, i, KeyStatus.SERVER_ERROR, f)
@@ -477,11 +494,8 @@ class ClusterConnector:
         parent.state[i] = HELD
         if code == "ASK":
             self._slow.ask(AskJob(parent, i, to))
-            return
-        if self._owners is not None and self._owners[slot] != to:
-            self._owners[slot] = to
-            self._slow.request_refresh(0.0)
-        moved.append(i)
+        else:
+            moved.append(i)
 
     def _retry(self, parent: Parent, i: int, f: Failure, code: str) -> None:
         self.stats[code.lower()] += 1

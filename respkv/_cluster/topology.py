@@ -14,8 +14,8 @@ Where it comes from (:func:`fetch_topology`):
   this reply came from". The port is ``tls-port`` for TLS connections, else ``port``.
 * ``CLUSTER SLOTS`` (any cluster version) when SHARDS is unknown: ``[first, last,
   [ip, port, id, ...], replicas...]`` per range, the same rule for an empty ip.
-* With ``allow_standalone``, a server that answers "cluster support disabled" becomes a
-  one-node map that owns every slot.
+* With ``allow_standalone``, a server that answers "cluster support disabled" (or knows
+  no CLUSTER command at all) becomes a one-node map that owns every slot.
 
 The map is read from one node: the first of the candidates that answers. Right after a
 failover or a resharding that node's view may lag by a gossip round; a MOVED reply then
@@ -178,6 +178,6 @@ def fetch_topology(
         link.close()
     if shards is not None:
         return Topology(tuple(shards), address)
-    if allow_standalone and _is(reply, (_CLUSTER_DISABLED,)):
+    if allow_standalone and _is(reply, (_CLUSTER_DISABLED, *_UNKNOWN_COMMAND)):
         return Topology((Shard(address, ((0, SLOT_COUNT - 1),)),), address, standalone=True)
     raise LinkError(Failure(ErrorKind.SERVER_ERROR, address, reply=str(reply)))

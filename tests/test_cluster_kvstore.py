@@ -1,0 +1,99 @@
+"""The KV-cache store on a real cluster: capacity tracking and LRU eviction (UNLINK per
+key, so cluster-safe), chunks spread over every master; and the per-master usage scan
+that a recovery on a cluster needs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import redis
+
+from respkv import KeyStatus
+from respkv._clusterserver import LocalCluster
+from respkv.client import Client
+from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
+from respkv.eviction import EvictionConfig
+from respkv.kvstore import KVStore, chunk_key
+
+CHUNK = 64 * 1024
+
+
+def _chunks(n: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, CHUNK, dtype=np.uint8).tobytes() for _ in range(n)]
+
+
+def test_store_with_capacity_and_eviction_on_a_cluster(
+    local_cluster: LocalCluster, cluster_options: ClusterOptions, cluster_backend: str
+) -> None:
+    client = Client(cluster_options, backend=cluster_backend)
+    assert isinstance(client.connector, ClusterConnector)
+    capacity = 40 * CHUNK
+    with KVStore(
+        client,
+        key_prefix="kv:",
+        capacity_bytes=capacity,
+        eviction=EvictionConfig(trigger_watermark=0.9, eviction_ratio=0.2),
+        evict_in="inline",
+        owns_client=True,
+    ) as store:
+        keys = [chunk_key("m", 0, i) for i in range(120)]
+        vals = _chunks(120, seed=1)
+        for i in range(0, 120, 20):
+            assert store.put(keys[i : i + 20], vals[i : i + 20]).ok
+            assert store.usage().used_bytes <= capacity
+        usage = store.usage()
+        assert usage.evicted_keys >= 120 - 40 and usage.keys <= 40
+        rc = redis.RedisCluster(host=local_cluster.nodes[0].server.host,
+                                port=local_cluster.nodes[0].server.port)  # fmt: skip
+        try:
+            on_server = [bool(rc.exists(b"kv:" + k.encode())) for k in keys]
+        finally:
+            rc.close()
+        tracked = [store.tracked_size(k) is not None for k in keys]
+        assert on_server == tracked, "what the store tracks is what the cluster holds"
+        masters = {local_cluster.owner_of(key_slot(b"kv:" + k.encode())) for k in keys}
+        assert len(masters) == 3, "the chunks are spread over every master"
+        # The newest chunks survived and read back intact.
+        out = [bytearray(CHUNK) for _ in range(10)]
+        g = store.get(keys[-10:], out)
+        assert g.statuses == (KeyStatus.OK,) * 10
+        assert [bytes(b) for b in out] == vals[-10:]
+        assert store.contains(keys[:1]).statuses == (KeyStatus.MISS,)
+
+
+def test_scan_key_sizes_reads_every_master(
+    local_cluster: LocalCluster, cluster_connector: ClusterConnector
+) -> None:
+    conn = cluster_connector
+    keys = [f"scan:{i}".encode() for i in range(500)] + [b"other:x"]
+    rc = redis.RedisCluster(host=local_cluster.nodes[0].server.host,
+                            port=local_cluster.nodes[0].server.port)  # fmt: skip
+    try:
+        rc.mset_nonatomic({k: b"x" * (i % 17) for i, k in enumerate(keys)})
+        rc.hset("scan:hash", "f", "v")
+    finally:
+        rc.close()
+    found = dict(conn.scan_key_sizes(b"scan:*", count=50))
+    assert found.pop(b"scan:hash") == -1, "a key that is not a string counts -1"
+    assert found == {k: i % 17 for i, k in enumerate(keys[:-1])}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="KVStore.recover_usage SCANs and EVALs through Client.command, i.e. on the first "
+    "seed only (and EVAL of a page is CROSSSLOT on a cluster); it must use "
+    "ClusterConnector.scan_key_sizes on a cluster (reported to the lead: kvstore.py is "
+    "not the cluster engineer's)",
+)
+def test_recover_usage_counts_keys_on_every_master(
+    cluster_options: ClusterOptions, cluster_backend: str
+) -> None:
+    keys = [chunk_key("m", 1, i) for i in range(60)]
+    with KVStore(Client(cluster_options, backend=cluster_backend), key_prefix="rc:",
+                 owns_client=True) as writer:  # fmt: skip
+        assert writer.put(keys, _chunks(60, seed=2)).ok
+    with KVStore(Client(cluster_options, backend=cluster_backend), key_prefix="rc:",
+                 recover_usage=True, owns_client=True) as store:  # fmt: skip
+        assert store.usage().keys == 60
+        assert store.usage().used_bytes == 60 * CHUNK
