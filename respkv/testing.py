@@ -18,7 +18,9 @@ Fixtures
     A factory for a dedicated server with extra flags (``maxmemory`` ...), stopped at
     the end of the test.
 ``connector_factory``
-    Parametrized over the connector implementations: ``py`` and ``native``. Add your
+    Parametrized over the connector implementations: ``py``, ``native`` and ``cluster``
+    (the cluster router over the same servers, see :mod:`respkv._clustertesting`, which
+    also holds the cluster fixtures: ``local_cluster``, ``cluster_connector`` ...). Add your
     own with ``RESPKV_CONFORMANCE_CONNECTOR=package.module:factory`` (id ``custom``),
     where ``factory(options: ConnectionOptions) -> Connector``. When the native module
     cannot be loaded the ``native`` case is skipped with the import error as reason,
@@ -141,6 +143,8 @@ def _custom_factory() -> ConnectorFactory:
 
 def _connector_params() -> list[Any]:
     params = [pytest.param("py", id="py"), pytest.param("native", id="native")]
+    # The cluster router over the suite's servers (respkv._clustertesting.cluster_factory).
+    params.append(pytest.param("cluster", id="cluster"))
     if os.environ.get("RESPKV_CONFORMANCE_CONNECTOR"):
         params.append(pytest.param("custom", id="custom"))
     return params
@@ -153,6 +157,10 @@ def connector_factory(request: pytest.FixtureRequest) -> ConnectorFactory:
         return _py_factory()
     if kind == "custom":
         return _custom_factory()
+    if kind == "cluster":
+        from respkv._clustertesting import cluster_factory
+
+        return cluster_factory
     try:
         from respkv._backend import load_native
 
@@ -410,3 +418,8 @@ def tls_options(tls_server: LocalServer, tls_certs: CertificateSet) -> Connectio
     options = ConnectionOptions(host=tls_server.host, port=tls_server.port, num_workers=2, tls=tls)
     _flush(options)
     return options
+
+
+# -- Redis Cluster (issue 12) --------------------------------------------------------------
+# local_cluster, cluster_backend, cluster_options, cluster_connector, make_cluster.
+pytest_plugins = ["respkv._clustertesting"]
