@@ -1,11 +1,16 @@
 """Deadlines, broken connections, refused connections and close with work in flight,
-driven by a fault-injecting proxy in front of the real server."""
+driven by a fault-injecting proxy in front of the real server.
+
+Failures are asserted as data (status, :class:`~respkv.ErrorKind`, numbers), never as
+respkv's wording. The fault matrix (``test_fault_matrix_*.py``) goes much further."""
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 
-from respkv import ConnectionOptions, KeyStatus
+from respkv import ConnectionOptions, ErrorKind, KeyStatus
 from respkv._faultproxy import FaultProxy
 from respkv._server import free_port
 from respkv.testing import ConnectorFactory, wait_for
@@ -24,7 +29,8 @@ def test_timeout_then_recovery(
         fault_proxy.stall()
         c = wait_for(conn, conn.submit_batch_exists(["to:a", "to:b"]))
         assert c.statuses == (KeyStatus.TIMEOUT, KeyStatus.TIMEOUT)
-        assert "op_timeout (0.3 s)" in (c.errors[0] or "")
+        f = c.failures[0]
+        assert f is not None and f.kind is ErrorKind.TIMED_OUT and f.timeout == 0.3
         fault_proxy.unstall()
         e = wait_for(conn, conn.submit_batch_exists(["to:a"]))
         assert e.statuses == (KeyStatus.OK,)
@@ -48,7 +54,8 @@ def test_cut_mid_value_fails_only_inflight_keys(
         c = wait_for(conn, conn.submit_batch_get(keys, out))
         assert c.statuses[0] is KeyStatus.OK
         assert c.statuses[1] is KeyStatus.IO_ERROR
-        assert "lost" in (c.errors[1] or "")
+        f = c.failures[1]
+        assert f is not None and f.kind is ErrorKind.CONNECTION_LOST and f.in_flight
         # With one value in flight, the keys after it went over a new connection.
         assert c.statuses[2:] == (KeyStatus.OK, KeyStatus.OK)
         assert np.array_equal(out[0], vals[0]) and np.array_equal(out[3], vals[3])
@@ -79,7 +86,10 @@ def test_connect_refused(connector_factory: ConnectorFactory) -> None:
     try:
         c = wait_for(conn, conn.submit_batch_set(["a", "b", "c"], [b"1", b"2", b"3"]))
         assert c.statuses == (KeyStatus.IO_ERROR,) * 3
-        assert all(f"connect to 127.0.0.1:{opts.port} failed" in (e or "") for e in c.errors)
+        for f in c.failures:
+            assert f is not None and f.kind is ErrorKind.CONNECT_FAILED, f
+            assert f.errno == errno.ECONNREFUSED and f.address == opts.address
+            assert not f.in_flight
         c2 = wait_for(conn, conn.submit_batch_exists(["a"]))
         assert c2.statuses == (KeyStatus.IO_ERROR,)
     finally:
@@ -101,7 +111,7 @@ def test_close_with_work_in_flight(
     for c in seen.values():
         assert len(c.statuses) == 10
         assert set(c.statuses) <= {KeyStatus.OK, KeyStatus.CANCELLED}
-        for s, e in zip(c.statuses, c.errors):
+        for s, f in zip(c.statuses, c.failures):
             if s is KeyStatus.CANCELLED:
-                assert e == "connector closed before the key was sent"
+                assert f is not None and f.kind is ErrorKind.CLOSED
     assert conn.drain_completions() == []
