@@ -29,6 +29,7 @@ while parsing are re-raised ``from None``, so no traceback carries the raw input
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -55,6 +56,9 @@ __all__ = [
 ]
 
 GIB: Final = 1024**3
+#: The TCP port range a URL's port must be in (16 bits; port 0 is not a server's).
+MIN_PORT: Final = 1
+MAX_PORT: Final = 65535
 #: Largest config file read (a config is a few hundred bytes; this catches mistakes).
 MAX_CONFIG_FILE_BYTES: Final = 1024 * 1024
 
@@ -201,7 +205,8 @@ class RespkvConfig:
 
 
 def redact_url(text: str) -> str:
-    """``text`` with the password of a URL's user information replaced by ``***``.
+    """``text`` with the password of a URL's user information replaced by ``***`` and its
+    query string (which may carry ``?password=``) replaced by ``?...``.
 
     Everything between ``//`` and the *last* ``@`` counts as user information, so a
     password holding ``@``, ``/`` or ``?`` is hidden too (at worst more is hidden).
@@ -209,10 +214,46 @@ def redact_url(text: str) -> str:
     start = text.find("//")
     start = 0 if start < 0 else start + 2
     at = text.rfind("@")
-    if at < start:
-        return text
-    user, sep, _ = text[start:at].partition(":")
-    return text[:start] + user + (":***" if sep else "") + text[at:]
+    if at >= start:
+        user, sep, _ = text[start:at].partition(":")
+        shown = user + (":***" if sep else "") + "@"
+        text, start = text[:start] + shown + text[at + 1 :], start + len(shown)
+    query = min((i for i in (text.find("?", start), text.find("#", start)) if i >= 0), default=-1)
+    return text if query < 0 else text[:query] + "?..."
+
+
+def _userinfo_misplaced(url: str) -> bool:
+    """True when an ``@`` follows the authority as :func:`urlsplit` cuts it: the user
+    information holds an unescaped ``/``, ``?`` or ``#``, which ends the authority early
+    (``resp://:TOP/SECRET@host`` is host ``""``, port ``TOP``, path ``/SECRET@host``)."""
+    rest = url.partition("://")[2]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    return "@" not in rest[:end] and "@" in rest[end:]
+
+
+#: The message for :func:`_userinfo_misplaced` (it names the cause, never the text).
+_USERINFO_HINT: Final = (
+    "the user name or password holds an unescaped '/', '?' or '#', which ends the host "
+    "part early; percent-encode them (%2F, %3F, %23)"
+)
+
+
+def _bad_authority(url: str, shown: str) -> ConfigError:
+    """Why :func:`urlsplit` refused ``url``'s host or port, without echoing a secret."""
+    if _userinfo_misplaced(url):
+        return ConfigError(f"invalid URL {shown!r}: {_USERINFO_HINT}")
+    rest = url.partition("://")[2]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    hostport = rest[:end].rpartition("@")[2]
+    port_text = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
+    port_text = port_text.rpartition(":")[2] if ":" in port_text else ""
+    if port_text.isdigit():
+        return ConfigError(
+            f"invalid URL {shown!r}: port {int(port_text)} is out of range {MIN_PORT}..{MAX_PORT}"
+        )
+    if port_text:
+        return ConfigError(f"invalid URL {shown!r}: the port is not a number")
+    return ConfigError(f"invalid URL {shown!r}: bad host (an IPv6 address needs [brackets])")
 
 
 # -- entry points ----------------------------------------------------------------------
@@ -277,6 +318,7 @@ def _raw_from_source(source: object) -> dict[str, Any]:
     try:
         mode = path.stat().st_mode
     except OSError:
+        _refuse_json_non_object(text)
         raise ConfigError(
             f"{redact_url(text)!r} is not a URL (resp://host:port), JSON text, an existing "
             "config file or a unix socket"
@@ -284,6 +326,19 @@ def _raw_from_source(source: object) -> dict[str, Any]:
     if stat.S_ISSOCK(mode):
         return {"unix_path": str(path)}
     return _read_json_file(path)
+
+
+def _refuse_json_non_object(text: str) -> None:
+    """A source that is valid JSON but no object (``[1,2]``, ``42``) is named as such."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return
+    kinds = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    raise ConfigError(
+        f"the config text is JSON, but {kinds.get(type(value), 'a number')}: a config must "
+        'be a JSON object such as {"host": "127.0.0.1", "port": 6379}'
+    ) from None
 
 
 def _read_json_file(path: Path) -> dict[str, Any]:
@@ -322,7 +377,10 @@ def parse_url(url: str) -> dict[str, Any]:
     ``resp://[user[:password]@]host[:port][/db][?key=value...]``; ``resps://`` adds TLS
     (query keys ``ca_file``, ``cert_file``, ``key_file``, ``server_hostname``,
     ``verify``); ``resp+unix://[user[:password]@]/path/to/socket[?db=N]``. Any other
-    config key may be given in the query (``?num_workers=4&key_prefix=kv:``).
+    config key may be given in the query (``?num_workers=4&key_prefix=kv:``), and so may
+    ``username`` and ``password``, as redis-py users write them. Messages show the URL
+    through :func:`redact_url` (no password, no query) and name a malformed part by its
+    cause (an unescaped ``/`` in the password, a port out of range), never by its text.
     """
     shown = redact_url(url)
     if url.partition("://")[0].lower() in CLUSTER_SCHEMES:
@@ -332,7 +390,9 @@ def parse_url(url: str) -> dict[str, Any]:
         scheme = parts.scheme.lower()
         port = parts.port
     except ValueError:
-        raise ConfigError(f"invalid URL {shown!r}: bad host or port") from None
+        raise _bad_authority(url, shown) from None
+    if port == 0 or (not parts.hostname and _userinfo_misplaced(url)):
+        raise _bad_authority(url, shown)
     if scheme not in SCHEMES:
         raise ConfigError(
             f"unsupported URL scheme {scheme!r} in {shown!r}; "
@@ -356,6 +416,8 @@ def parse_url(url: str) -> dict[str, Any]:
         db_text = parts.path.strip("/")
         if db_text:
             if not db_text.isdigit():
+                if _userinfo_misplaced(url):
+                    raise ConfigError(f"invalid URL {shown!r}: {_USERINFO_HINT}")
                 raise ConfigError(f"URL {shown!r}: the path must be a database number, like /0")
             raw["db"] = int(db_text)
     return _add_query(raw, parts.query, tls, shown)
@@ -364,6 +426,11 @@ def parse_url(url: str) -> dict[str, Any]:
 def _add_query(raw: dict[str, Any], query_text: str, tls: bool, shown: str) -> dict[str, Any]:
     """``raw`` with a URL's query parameters added (TLS and eviction keys nested)."""
     query = dict(_parse_query(query_text, shown))
+    for key in _URL_QUERY_CREDENTIALS:
+        if key in query and key in raw:
+            raise ConfigError(
+                f"URL {shown!r} gives the {key} twice: in the user information and as ?{key}="
+            )
     tls_fields = {k: query.pop(k) for k in list(query) if k in TLS_KEYS}
     if tls_fields and not tls:
         raise ConfigError(
@@ -409,22 +476,36 @@ def _parse_cluster_url(url: str, shown: str) -> dict[str, Any]:
     return _add_query(raw, query, tls, shown)
 
 
+#: Credentials a URL may also carry in its query, as redis-py users write them
+#: (``redis://host:6379?password=...``): accepted, never echoed.
+_URL_QUERY_CREDENTIALS: Final[dict[str, type]] = {"username": str, "password": str}
 #: Keys a URL query string may carry, with their types.
-_QUERY_KEYS: Final[dict[str, type]] = {
-    k: t
-    for table in (CONNECTION_KEYS, STORE_KEYS, TLS_KEYS, EVICTION_KEYS)
-    for k, t in table.items()
-    if k not in _URL_AUTHORITY_KEYS
-} | {k: CLUSTER_KEYS[k] for k in _CLUSTER_QUERY_KEYS}
+_QUERY_KEYS: Final[dict[str, type]] = (
+    {
+        k: t
+        for table in (CONNECTION_KEYS, STORE_KEYS, TLS_KEYS, EVICTION_KEYS)
+        for k, t in table.items()
+        if k not in _URL_AUTHORITY_KEYS
+    }
+    | {k: CLUSTER_KEYS[k] for k in _CLUSTER_QUERY_KEYS}
+    | _URL_QUERY_CREDENTIALS
+)
 
 
 def _parse_query(query: str, shown: str) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
-    for key, text in parse_qsl(query, keep_blank_values=True):
+    for position, (key, text) in enumerate(parse_qsl(query, keep_blank_values=True), 1):
         kind = _QUERY_KEYS.get(key)
         if kind is None:
+            if "@" in key:
+                raise ConfigError(f"invalid URL {shown!r}: {_USERINFO_HINT}")
+            # The query may hold a secret (a pasted password, a misspelt ?pasword=), so
+            # the unknown name is not echoed: its position and the nearest valid key are.
+            near = difflib.get_close_matches(key.lower(), list(_QUERY_KEYS), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise ConfigError(
-                f"unknown URL query parameter {key!r} in {shown!r}; valid: {', '.join(_QUERY_KEYS)}"
+                f"unknown URL query parameter #{position} in {shown!r}{hint}; names are not "
+                f"echoed, a query may hold secrets; valid: {', '.join(_QUERY_KEYS)}"
             )
         out.append((key, _from_text(key, text, kind, f"URL parameter {key!r}")))
     return out
