@@ -6,10 +6,17 @@ with persistence off (``--save '' --appendonly no``), in its own temporary direc
 and is stopped by pid. A port taken between choosing and binding (parallel test
 workers) shows as an early exit; the start is then retried on another port.
 
-Readiness is a real ``PING`` answered with ``+PONG`` (or ``-NOAUTH``/``-LOADING`` for a
-password-protected server: it is listening), polled with a bounded deadline. A TLS
-server (``tls=TlsFiles(...)``) listens on its TLS port only (``--port 0``), and the
-readiness PING goes through a TLS handshake.
+Readiness is a real ``PING`` answered with ``+PONG`` (``AUTH`` first for a server with a
+password; ``-LOADING`` waits), polled with a bounded deadline, and the server that
+answered must be ours: ``INFO server`` reports its ``process_id``. Without that check a
+port taken by somebody else's server looks ready (its PONG) until our process exits, and
+a caller would be handed the other server. A fixed port found taken, before or after
+the start, raises :class:`PortTakenError`. A TLS server (``tls=TlsFiles(...)``) listens
+on its TLS port only (``--port 0``), and the readiness check goes through a TLS
+handshake.
+
+A password is written to a configuration file (mode 0600) in the server's directory,
+never passed on the command line, where any local user could read it (``ps``).
 """
 
 from __future__ import annotations
@@ -26,13 +33,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
-from respkv.errors import ServerNotFoundError
+from respkv.errors import ReplyError, ServerNotFoundError
+from respkv.resp2 import NEED_DATA, Reader, pack_command
 
 __all__ = [
     "INSTALL_HINT",
     "LocalServer",
+    "PortTakenError",
     "TlsFiles",
     "find_server_binary",
     "free_port",
@@ -42,8 +51,7 @@ __all__ = [
 SERVER_BINARIES: Final = ("redis-server", "valkey-server")
 INSTALL_HINT: Final = (
     "no redis-server or valkey-server on PATH; install one, e.g. "
-    "'apt-get install -y redis-server' (Debian/Ubuntu), 'brew install redis' (macOS), "
-    "or pass --host/--url to use a running server"
+    "'apt-get install -y redis-server' (Debian/Ubuntu), 'brew install redis' (macOS)"
 )
 #: How long a server may take to answer PING after it was started.
 START_TIMEOUT: Final = 15.0
@@ -51,16 +59,45 @@ START_TIMEOUT: Final = 15.0
 START_ATTEMPTS: Final = 5
 
 
+class PortTakenError(RuntimeError):
+    """The fixed port a server was asked to listen on is used by something else."""
+
+
 def find_server_binary(preferred: str | None = None) -> str:
-    """Path of the server binary: ``preferred`` if given, else the first on PATH."""
-    names = (preferred,) if preferred else SERVER_BINARIES
-    for name in names:
+    """Path of the server binary: ``preferred`` (a path, or a name on PATH) if given,
+    else the first of :data:`SERVER_BINARIES` on PATH."""
+    if preferred and os.sep in preferred:
+        if not os.path.exists(preferred):
+            raise ServerNotFoundError(f"server binary {preferred!r}: no such file")
+        if os.path.isdir(preferred) or not os.access(preferred, os.X_OK):
+            raise ServerNotFoundError(f"server binary {preferred!r}: not an executable file")
+        return preferred
+    if preferred:
+        path = shutil.which(preferred)
+        if path:
+            return path
+        raise ServerNotFoundError(
+            f"server binary {preferred!r}: no executable of that name on PATH; give its "
+            "path, or a name such as redis-server or valkey-server"
+        )
+    for name in SERVER_BINARIES:
         path = shutil.which(name)
         if path:
             return path
-    if preferred:
-        raise ServerNotFoundError(f"{preferred} not found on PATH. {INSTALL_HINT}")
     raise ServerNotFoundError(INSTALL_HINT)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`PortTakenError` when ``host:port`` cannot be bound right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise PortTakenError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                "(is another server running there?)"
+            ) from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -103,7 +140,11 @@ class TlsFiles:
     auth_clients: str = "optional"
 
 
-def _ping(host: str, port: int, timeout: float, tls: TlsFiles | None = None) -> bytes:
+def _probe(
+    host: str, port: int, timeout: float, tls: TlsFiles | None = None, password: str = ""
+) -> list[Any]:
+    """The replies to ``[AUTH password] PING`` and ``INFO server`` on one connection
+    (fewer when the server closes it first: a TLS-only port read in plaintext)."""
     s = socket.create_connection((host, port), timeout=timeout)
     if tls is not None:
         # Readiness only: trust the CA, but do not check the name (the host may be an IP).
@@ -116,15 +157,53 @@ def _ping(host: str, port: int, timeout: float, tls: TlsFiles | None = None) -> 
         except BaseException:
             s.close()
             raise
+    commands: list[tuple[str, ...]] = [("AUTH", password)] if password else []
+    commands += [("PING",), ("INFO", "server")]
     with s:
-        s.sendall(b"*1\r\n$4\r\nPING\r\n")
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(256)
+        s.sendall(b"".join(bytes(b) for c in commands for b in pack_command(*c)))
+        reader = Reader()
+        replies: list[Any] = []
+        while len(replies) < len(commands):
+            reply = reader.gets()
+            if reply is not NEED_DATA:
+                replies.append(reply)
+                continue
+            chunk = s.recv(65536)
             if not chunk:
                 break
-            data += chunk
-        return data
+            reader.feed(chunk)
+        return replies[1:] if password else replies
+
+
+def _process_id(info: object) -> int | None:
+    """``process_id`` from an ``INFO server`` reply, or None when it has none."""
+    if not isinstance(info, bytes):
+        return None
+    for line in info.decode("utf-8", "replace").splitlines():
+        key, _, value = line.partition(":")
+        if key == "process_id" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file only its owner can read (it may hold a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _config_quote(value: str) -> str:
+    """``value`` as one double-quoted argument of a redis/valkey configuration file
+    (their ``sdssplitargs`` reads ``\\``, ``\\"``, ``\\n``, ``\\r``, ``\\t``)."""
+    escaped = (
+        value.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
+    return f'"{escaped}"'
 
 
 @dataclass
@@ -163,8 +242,10 @@ class LocalServer:
 
     def start(self) -> LocalServer:
         binary = find_server_binary(self.binary)
-        self.workdir = Path(tempfile.mkdtemp(prefix="respkv-server-"))
         fixed_port = self.port
+        if fixed_port:
+            check_port_free(self.host, fixed_port)
+        self.workdir = Path(tempfile.mkdtemp(prefix="respkv-server-"))
         last_error = ""
         for _ in range(START_ATTEMPTS):
             port = fixed_port or free_port(self.host)
@@ -176,7 +257,8 @@ class LocalServer:
                 )
             finally:
                 log.close()
-            if self._wait_ready(proc, port):
+            state = self._wait_ready(proc, port)
+            if state == "ready":
                 self.process = proc
                 self.port = port
                 return self
@@ -190,6 +272,10 @@ class LocalServer:
         # raised, e.g. in a ``with`` statement, never calls stop()).
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir = None
+        if fixed_port and state == "foreign":
+            raise PortTakenError(
+                f"cannot listen on {self.host}:{fixed_port}: another server answers there"
+            )
         raise RuntimeError(f"{binary} did not start; its log says:\n{last_error}")
 
     def _config_args(self, port: int) -> list[str]:
@@ -206,10 +292,13 @@ class LocalServer:
             if self.password:
                 lines.insert(0, f"user default on >{self.password} ~* &* +@all")
             aclfile = self.workdir / "users.acl"
-            aclfile.write_text("\n".join(lines) + "\n")
+            _write_private(aclfile, "\n".join(lines) + "\n")
             args += ["--aclfile", str(aclfile)]
         elif self.password:
-            args += ["--requirepass", self.password]
+            # A config file (the first argument) keeps the password out of ``ps``.
+            conf = self.workdir / "auth.conf"
+            _write_private(conf, f"requirepass {_config_quote(self.password)}\n")
+            args.insert(0, str(conf))
         if self.tls is not None:
             args += [
                 "--port", "0", "--tls-port", str(port),
@@ -218,23 +307,32 @@ class LocalServer:
             ]  # fmt: skip
         return args + list(self.tls_args) + list(self.args)
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], port: int) -> bool:
+    def _wait_ready(self, proc: subprocess.Popen[bytes], port: int) -> str:
+        """``"ready"``, ``"exited"`` (or never answered in time), or ``"foreign"``: the
+        port answers, but ``INFO server`` names another process."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                return False
+                return "exited"
             try:
-                reply = _ping(self.host, port, timeout=1.0, tls=self.tls)
+                replies = _probe(self.host, port, 1.0, tls=self.tls, password=self.password)
             except OSError:
                 time.sleep(0.01)
                 continue
-            if reply.startswith((b"+PONG", b"-NOAUTH", b"-LOADING")):
-                return not reply.startswith(b"-LOADING") or self._wait_ready(proc, port)
-            if not reply:
+            if not replies:
                 # A TLS-only port closes plaintext connections: it is listening.
-                return bool(self.tls_args)
+                return "ready" if self.tls_args else "exited"
+            ping = replies[0]
+            if isinstance(ping, ReplyError) and str(ping).startswith("LOADING"):
+                time.sleep(0.01)
+                continue
+            pid = _process_id(replies[1]) if len(replies) > 1 else None
+            if pid is not None and pid != proc.pid:
+                return "foreign"
+            if ping == b"PONG" or (isinstance(ping, ReplyError) and str(ping).startswith("NOAUTH")):
+                return "ready"
             time.sleep(0.01)
-        return False
+        return "exited"
 
     def stop(self) -> None:
         proc, self.process = self.process, None

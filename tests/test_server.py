@@ -21,6 +21,7 @@ from respkv._options import ConnectionOptions
 from respkv._server import (
     INSTALL_HINT,
     LocalServer,
+    PortTakenError,
     find_server_binary,
     free_port,
     recommended_args,
@@ -173,23 +174,70 @@ def test_port_taken_before_binding_is_retried(
             assert conn.command("PING") == b"PONG"
 
 
-def test_fixed_port_taken_fails_with_the_log_and_cleans_up(
+def test_fixed_port_taken_fails_before_starting_and_cleans_up(
     private_tmp: Path, taken_port: int
 ) -> None:
     server = LocalServer(port=taken_port)
-    with pytest.raises(RuntimeError, match="did not start") as info:
+    with pytest.raises(PortTakenError, match=f"cannot listen on 127.0.0.1:{taken_port}") as info:
         server.start()
     assert "Address already in use" in str(info.value)
     assert is_stopped(server)
     assert list(private_tmp.iterdir()) == []
 
 
+@pytest.fixture
+def not_a_server(tmp_path: Path) -> str:
+    """A "server binary" that runs but never listens: whoever answers is someone else."""
+    script = tmp_path / "sleepy-server"
+    script.write_text("#!/bin/sh\nexec sleep 30\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_port_answered_by_another_server_is_not_taken_for_ours(
+    monkeypatch: pytest.MonkeyPatch, redis_server: LocalServer, not_a_server: str
+) -> None:
+    # The bind check can lose a race (the port is taken between the check and the start);
+    # the process id in INFO then tells the other server from ours. Before this check
+    # the other server's PONG made start() succeed and hand out somebody else's server.
+    monkeypatch.setattr("respkv._server.check_port_free", lambda host, port: None)
+    server = LocalServer(binary=not_a_server, port=redis_server.port)
+    with pytest.raises(PortTakenError, match="another server answers there"):
+        server.start()
+    assert is_stopped(server)
+    monkeypatch.setattr("respkv._server.free_port", lambda host="127.0.0.1": redis_server.port)
+    with pytest.raises(RuntimeError, match="did not start"):
+        LocalServer(binary=not_a_server).start()
+
+
+def test_a_password_stays_out_of_the_command_line(private_tmp: Path) -> None:
+    password = 'p w"q\\r\tend'  # spaces, quotes, backslashes and tabs survive the file
+    with LocalServer(password=password) as server:
+        assert server.process is not None
+        argv = Path(f"/proc/{server.process.pid}/cmdline").read_bytes()
+        assert b"p w" not in argv and b"requirepass" not in argv
+        with admin(server, password=password) as conn:
+            assert conn.command("PING") == b"PONG"
+        with pytest.raises(ReplyError, match="NOAUTH"), admin(server) as conn:
+            conn.command("PING")
+
+
 def test_find_server_binary() -> None:
     assert Path(find_server_binary()).name in ("redis-server", "valkey-server")
     assert Path(find_server_binary("redis-server")).name == "redis-server"
-    with pytest.raises(ServerNotFoundError, match="no-such-server-xyz not found on PATH"):
+    # A name that is not on PATH is named as such, not as "no redis-server on PATH".
+    with pytest.raises(ServerNotFoundError) as info:
         find_server_binary("no-such-server-xyz")
+    assert "'no-such-server-xyz': no executable of that name on PATH" in str(info.value)
+    assert "no redis-server" not in str(info.value)
+    with pytest.raises(ServerNotFoundError, match="'/no/such/redis-server': no such file"):
+        find_server_binary("/no/such/redis-server")
+    with pytest.raises(ServerNotFoundError, match="'/tmp': not an executable file"):
+        find_server_binary("/tmp")
+    path = find_server_binary()
+    assert find_server_binary(path) == path
     assert "apt-get install -y redis-server" in INSTALL_HINT
+    assert "--host" not in INSTALL_HINT  # flags belong to the command that has them
 
 
 def test_free_port_can_be_bound() -> None:

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from respkv._options import ConnectionOptions
@@ -153,6 +154,22 @@ def chunk_bytes(mib: float) -> int:
             f"chunk size must be 1 byte to {MAX_CHUNK_BYTES // MIB} MiB, got {mib} MiB", EXIT_USAGE
         )
     return n
+
+
+def check_output_path(path: str | None, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a missing or
+    read-only directory, or a directory in place of the file. ``-`` is stdout."""
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    parent = target.parent
+    if target.is_dir():
+        raise CliError(f"{flag} {path}: is a directory, not a file", EXIT_USAGE)
+    if not parent.is_dir():
+        raise CliError(f"{flag} {path}: no such directory {str(parent)!r}", EXIT_USAGE)
+    writable = os.access(target, os.W_OK) if target.exists() else os.access(parent, os.W_OK)
+    if not writable:
+        raise CliError(f"{flag} {path}: not writable", EXIT_USAGE)
 
 
 def write_json(doc: dict[str, Any], path: str) -> None:

@@ -20,12 +20,14 @@ at the end so a run against a shared server leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from respkv._contract import BatchResult, KeyStatus
@@ -208,7 +210,98 @@ def bench_keys(num_keys: int, token: str | None = None) -> list[str]:
     return [f"respkv-bench:{token}:{i}" for i in range(num_keys)]
 
 
-Progress = Callable[[str], None]
+@dataclass(frozen=True)
+class Phase:
+    """One step of a benchmark, reported to the progress hook as it starts and ends.
+
+    ``seconds`` is None when the step starts and its duration when it has ended;
+    ``failed_keys`` counts the keys that failed in it (a GET's keys that did not verify
+    included)."""
+
+    step: int
+    steps: int
+    label: str  # "warmup 1/1", "run 2/3"; "" for the steps outside the rounds
+    op: str  # "prepare", "SET", "GET", "EXISTS", "DELETE"
+    keys: int
+    seconds: float | None = None
+    failed_keys: int = 0
+    error: str | None = None
+
+
+PhaseHook = Callable[[Phase], None]
+
+
+def bench_steps(config: BenchConfig, *, with_exists: bool = True, prepare: bool = True) -> int:
+    """How many :class:`Phase` steps :func:`run_bench` reports for ``config``: the data
+    (unless given), SET, GET and EXISTS per round, and the final DELETE."""
+    per_round = 3 if with_exists else 2
+    return int(prepare) + (config.warmup + config.repeat) * per_round + 1
+
+
+#: What one step found: how many keys failed, and the first failure.
+_Outcome = tuple[int, "str | None"]
+
+
+def _no_check(result: object) -> _Outcome:
+    return 0, None
+
+
+class _Run:
+    """The state of one :func:`run_bench` call: statistics and the step counter."""
+
+    def __init__(
+        self, client: Client, config: BenchConfig, hook: PhaseHook | None, steps: int
+    ) -> None:
+        self.client, self.config, self.hook, self.steps = client, config, hook, steps
+        self.step = 0
+        n, total = config.num_keys, config.total_bytes
+        self.set, self.get = OpStats("SET", n, total), OpStats("GET", n, total)
+        self.exists = OpStats("EXISTS", n)
+        self.exists_hits: list[int] = []
+
+    def phase(
+        self,
+        label: str,
+        op: str,
+        work: Callable[[], BatchResult | None],
+        check: Callable[[BatchResult], _Outcome] = _no_check,
+    ) -> float:
+        """Time ``work`` as one step, then ``check`` its result (untimed), telling the
+        hook as the step starts and ends; return the seconds ``work`` took."""
+        self.step += 1
+        phase = Phase(self.step, self.steps, label, op, self.config.num_keys)
+        if self.hook is not None:
+            self.hook(phase)
+        t0 = time.perf_counter()
+        result = work()
+        elapsed = time.perf_counter() - t0
+        failed, error = (0, None) if result is None else check(result)
+        if self.hook is not None:
+            self.hook(dataclasses.replace(phase, seconds=elapsed, failed_keys=failed, error=error))
+        return elapsed
+
+    def check_set(self, result: BatchResult) -> _Outcome:
+        self.set.record_failures(result)
+        return len(result.failed), result.error
+
+    def check_get(
+        self, src: list[bytearray], dst: list[bytearray], result: BatchResult
+    ) -> _Outcome:
+        self.get.record_failures(result)
+        bad = verify(src, dst, result)
+        mismatch = first_mismatch(src, dst, result) if bad else None
+        if bad > self.get.mismatched_keys:
+            self.get.mismatched_keys, self.get.first_mismatch = bad, mismatch
+        return bad, result.error or mismatch
+
+    def check_delete(self, result: BatchResult) -> _Outcome:
+        return len(result.failed), result.error
+
+    def check_exists(self, timed: bool, result: BatchResult) -> _Outcome:
+        self.exists.record_failures(result)
+        if timed:
+            self.exists_hits.append(sum(result.hits))
+        return len(result.failed), result.error
 
 
 def run_bench(
@@ -218,75 +311,76 @@ def run_bench(
     chunks: list[bytearray] | None = None,
     keys: list[str] | None = None,
     dst: list[bytearray] | None = None,
-    progress: Progress | None = None,
+    progress: PhaseHook | None = None,
     with_exists: bool = True,
 ) -> BenchReport:
     """Run ``warmup`` + ``repeat`` rounds of SET, GET (verified) and EXISTS.
 
     ``chunks``, ``keys`` and ``dst`` may be passed in to reuse buffers across calls
-    (``respkv sweep``); the keys are deleted at the end either way.
+    (``respkv sweep``); the keys are deleted at the end either way. ``progress`` is
+    called as each step starts and ends (:class:`Phase`; :func:`bench_steps` steps).
     """
     n = config.num_keys
-    src = chunks if chunks is not None else make_chunks(n, config.chunk_bytes)
+    steps = bench_steps(config, with_exists=with_exists, prepare=chunks is None)
+    run = _Run(client, config, progress, steps)
+    src: list[bytearray] = [] if chunks is None else chunks
+    if chunks is None:
+
+        def prepare() -> None:
+            src.extend(make_chunks(n, config.chunk_bytes))
+
+        run.phase("", "prepare", prepare)
     keys = keys if keys is not None else bench_keys(n)
     dst = dst if dst is not None else [bytearray(config.chunk_bytes) for _ in range(n)]
     if not len(src) == len(keys) == len(dst) == n:
         raise ValueError("chunks, keys and dst must each have num_keys entries")
-    zero = bytes(config.chunk_bytes)
-    total = config.total_bytes
-    stats_set = OpStats("SET", n, total)
-    stats_get = OpStats("GET", n, total)
-    stats_exists = OpStats("EXISTS", n)
-    exists_hits: list[int] = []
     rounds = config.warmup + config.repeat
+    zero = bytes(config.chunk_bytes)
     try:
         for r in range(rounds):
             timed = r >= config.warmup
-            label = f"run {r - config.warmup + 1}/{config.repeat}" if timed else "warmup"
-            if progress is not None:
-                progress(label)
-            t0 = time.perf_counter()
-            result = client.batch_set(keys, src)
-            elapsed = time.perf_counter() - t0
-            stats_set.record_failures(result)
-            if timed:
-                stats_set.seconds.append(elapsed)
-
-            for buf in dst:
-                buf[:] = zero
-            t0 = time.perf_counter()
-            result = client.batch_get(keys, dst)
-            elapsed = time.perf_counter() - t0
-            stats_get.record_failures(result)
-            bad = verify(src, dst, result)
-            if bad > stats_get.mismatched_keys:
-                stats_get.mismatched_keys = bad
-                stats_get.first_mismatch = first_mismatch(src, dst, result)
-            if timed:
-                stats_get.seconds.append(elapsed)
-
-            if with_exists:
-                t0 = time.perf_counter()
-                result = client.batch_exists(keys)
-                elapsed = time.perf_counter() - t0
-                stats_exists.record_failures(result)
+            label = (
+                f"run {r - config.warmup + 1}/{config.repeat}"
+                if timed
+                else f"warmup {r + 1}/{config.warmup}"
+            )
+            for stats, op, work, check in (
+                (run.set, "SET", partial(client.batch_set, keys, src), run.check_set),
+                (
+                    run.get,
+                    "GET",
+                    partial(client.batch_get, keys, dst),
+                    partial(run.check_get, src, dst),
+                ),
+                (
+                    run.exists,
+                    "EXISTS",
+                    partial(client.batch_exists, keys),
+                    partial(run.check_exists, timed),
+                ),
+            ):
+                if op == "EXISTS" and not with_exists:
+                    continue
+                if op == "GET":  # zeroed (untimed): a GET that writes nothing cannot pass
+                    for buf in dst:
+                        buf[:] = zero
+                elapsed = run.phase(label, op, work, check)
                 if timed:
-                    stats_exists.seconds.append(elapsed)
-                    exists_hits.append(sum(result.hits))
+                    stats.seconds.append(elapsed)
     finally:
-        cleanup(client, keys)
+        run.phase("", "DELETE", partial(cleanup, client, keys), run.check_delete)
     # The worst timed run counts; without EXISTS there is nothing to find missing.
-    stats_exists.hits = min(exists_hits) if exists_hits else n
+    run.exists.hits = min(run.exists_hits) if run.exists_hits else n
     return BenchReport(
-        config, client.options.address, client.backend.name, stats_set, stats_get, stats_exists
+        config, client.options.address, client.backend.name, run.set, run.get, run.exists
     )
 
 
-def cleanup(client: Client, keys: Sequence[str]) -> None:
-    """Delete the benchmark's keys; a failure here must not hide the results."""
+def cleanup(client: Client, keys: Sequence[str]) -> BatchResult | None:
+    """Delete the benchmark's keys; a failure here must not hide the results (None)."""
     if client.closed:
-        return
+        return None
     try:
-        client.batch_delete(keys, timeout=60)
+        return client.batch_delete(keys, timeout=60)
     except Exception:  # best effort: the results matter more
-        pass
+        return None

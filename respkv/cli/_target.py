@@ -15,8 +15,9 @@ connection; every message names the server by ``host:port``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -31,12 +32,30 @@ if TYPE_CHECKING:
 PREFLIGHT_TIMEOUT: Final = 5.0
 
 
+#: Environment variables that name a server when no flag does, in the order they are
+#: read: ``RESPKV_URL``, then the host/port variables of :data:`respkv.config.ENV_FALLBACKS`
+#: (``RESPKV_*``, then LMCache's ``LMCACHE_RESP_*``, which LMCache's docs tell users to
+#: export).
+SERVER_ENV: Final = (
+    "RESPKV_URL",
+    "RESPKV_HOST",
+    "RESPKV_PORT",
+    "LMCACHE_RESP_HOST",
+    "LMCACHE_RESP_PORT",
+)
+#: How long the plaintext probe after a failed TLS handshake may take.
+PLAINTEXT_PROBE_TIMEOUT: Final = 2.0
+
+
 def add_server_flags(p: argparse.ArgumentParser, *, embedded: bool) -> None:
     g = p.add_argument_group(
         "server",
-        "without --host, --port or --url a throwaway local server is started"
+        "without --host, --port or --url (and none of $RESPKV_URL, $RESPKV_HOST, "
+        "$RESPKV_PORT, $LMCACHE_RESP_HOST, $LMCACHE_RESP_PORT) a throwaway local server "
+        "is started"
         if embedded
-        else "default: 127.0.0.1:6379",
+        else "default: $RESPKV_URL, $RESPKV_HOST/$RESPKV_PORT, $LMCACHE_RESP_HOST/"
+        "$LMCACHE_RESP_PORT, else 127.0.0.1:6379",
     )
     g.add_argument("--host", help="server host (default 127.0.0.1 when --port is given)")
     g.add_argument("--port", type=int_at_least(1), help="server port (default 6379)")
@@ -57,56 +76,94 @@ class Target:
 
     options: ConnectionOptions
     embedded: str | None  # "redis-server 7.0.15" for a throwaway server
+    source: str = ""  # what named it: "--url", "RESPKV_URL", ...; "" for a throwaway one
+
+
+def named_by(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str | None:
+    """What names the server: the flags, else the variables of :data:`SERVER_ENV` that
+    are set (joined by ``/``), else None (no server named)."""
+    if args.url:
+        return "--url"
+    flags = [f for f, v in (("--host", args.host), ("--port", args.port)) if v]
+    if flags:
+        return "/".join(flags)
+    env = os.environ if environ is None else environ
+    if env.get("RESPKV_URL"):
+        return "RESPKV_URL"
+    names = [n for n in SERVER_ENV[1:] if env.get(n)]
+    return "/".join(names) or None
 
 
 def options_from_args(
     args: argparse.Namespace, *, default: bool = False
 ) -> ConnectionOptions | None:
-    """The server named by the flags (``RESPKV_*`` variables fill what they leave empty),
-    or None when none was named and ``default`` is false."""
+    """The server named by the flags or the environment (``RESPKV_URL``, then the
+    ``RESPKV_*`` / ``LMCACHE_RESP_*`` variables fill what the flags leave empty), or None
+    when none was named and ``default`` is false."""
     from respkv.config import resolve
     from respkv.errors import ConfigError
 
     if args.url and (args.host or args.port):
         raise CliError("give either --url or --host/--port, not both", EXIT_USAGE)
-    if not (args.url or args.host or args.port or default):
+    source = named_by(args)
+    if source is None and not default:
         return None
+    url = args.url or (os.environ.get("RESPKV_URL") if source == "RESPKV_URL" else None)
     try:
         return resolve(
-            args.url or None,
+            url or None,
             host=args.host,
             port=args.port,
             username=args.username,
             password=args.password,
         )
     except (ConfigError, ValueError) as exc:
-        raise CliError(f"bad server settings: {exc}", EXIT_USAGE) from None
+        where = f" ({source})" if source and not source.startswith("--") else ""
+        raise CliError(f"bad server settings{where}: {exc}", EXIT_USAGE) from None
 
 
 @contextmanager
 def server(args: argparse.Namespace) -> Iterator[Target]:
-    """The named server, or a throwaway local one for the duration of the block."""
+    """The named server, or a throwaway local one for the duration of the block.
+
+    The first line on stderr says which, and for a named one what named it."""
+    options = options_from_args(args)
+    if options is not None:
+        source = named_by(args) or ""
+        print(
+            f"respkv {args.command}: using the server at {options.address}, named by {source}"
+            + ("" if source.startswith("--") else " (no throwaway server is started)"),
+            file=sys.stderr,
+            flush=True,
+        )
+        preflight(options)
+        yield Target(options, None, source)
+        return
+    with _throwaway(args) as target:
+        yield target
+
+
+@contextmanager
+def _throwaway(args: argparse.Namespace) -> Iterator[Target]:
     from respkv._server import LocalServer, recommended_args
     from respkv.errors import ServerNotFoundError
 
-    options = options_from_args(args)
-    if options is not None:
-        preflight(options)
-        yield Target(options, None)
-        return
     local = LocalServer(binary=args.server_binary, args=recommended_args())
     try:
         local.start()
     except ServerNotFoundError as exc:
-        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+        hint = "" if args.server_binary else "; or pass --host/--port/--url to use a running server"
+        raise CliError(f"{exc}{hint}", EXIT_UNAVAILABLE) from None
     except (RuntimeError, OSError) as exc:
         raise CliError(f"could not start a local server: {exc}", EXIT_UNAVAILABLE) from None
     try:
         options = ConnectionOptions(host=local.host, port=local.port)
         name = preflight(options)
         print(
-            f"respkv: started a throwaway {name} at {options.address} (stopped at the end)",
+            f"respkv {args.command}: started a throwaway {name} at {options.address} "
+            "(stopped at the end)",
             file=sys.stderr,
+            flush=True,
         )
         yield Target(options, name)
     finally:
@@ -125,7 +182,37 @@ def preflight(options: ConnectionOptions) -> str:
     except ReplyError as exc:
         raise CliError(f"server at {options.address} refused us: {exc}", EXIT_UNAVAILABLE) from None
     except OSError as exc:
-        raise CliError(f"cannot connect to {options.address}: {exc}", EXIT_UNAVAILABLE) from None
+        raise CliError(connect_failure(options, exc), EXIT_UNAVAILABLE) from None
+
+
+def connect_failure(options: ConnectionOptions, exc: OSError) -> str:
+    """Why connecting to ``options`` failed, in one line. A failed TLS handshake is
+    probed once more in plaintext: a server that answers PING there is a plaintext port,
+    which a TLS client otherwise only sees as a handshake that times out."""
+    text = f"cannot connect to {options.address}: {exc}"
+    if options.tls is None or not _answers_plaintext(options):
+        return text
+    return (
+        f"cannot connect to {options.address} with TLS: the TLS handshake failed ({exc}), "
+        "and the port answers PING in plaintext, so it does not speak TLS; use a resp:// "
+        "URL (no TLS) or the server's tls-port"
+    )
+
+
+def _answers_plaintext(options: ConnectionOptions) -> bool:
+    from respkv._admin import AdminConnection
+    from respkv.errors import ReplyError
+
+    try:
+        with AdminConnection(
+            options.replace(tls=None, password="", username=""), timeout=PLAINTEXT_PROBE_TIMEOUT
+        ) as admin:
+            admin.command("PING")
+    except ReplyError:
+        return True  # -NOAUTH: a plaintext server that wants a password
+    except OSError:
+        return False
+    return True
 
 
 def info(admin: AdminConnection, section: str) -> dict[str, str]:

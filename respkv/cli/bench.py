@@ -15,6 +15,7 @@ bytes (GiB); the text output says so and the JSON output carries raw bytes and s
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, Final
 
 from respkv.cli._common import (
@@ -26,6 +27,7 @@ from respkv.cli._common import (
     add_json_flag,
     check_backend,
     check_memory,
+    check_output_path,
     check_workers,
     chunk_bytes,
     int_at_least,
@@ -34,9 +36,17 @@ from respkv.cli._common import (
     write_json,
 )
 from respkv.cli._measure import GIB, KIB, BenchConfig, BenchReport, OpStats, run_bench
-from respkv.cli._target import add_server_flags, server
+from respkv.cli._progress import PhaseReporter
+from respkv.cli._target import add_server_flags, named_by, server
 
-__all__ = ["add_parser", "cmd_bench", "format_report", "report_json"]
+__all__ = [
+    "add_parser",
+    "cmd_bench",
+    "format_header",
+    "format_report",
+    "format_results",
+    "report_json",
+]
 
 #: Width of the dashed rules in the text report (the reference's width).
 RULE_WIDTH: Final = 60
@@ -102,18 +112,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     check_workers([config.num_workers])
+    check_output_path(args.json, "--json")
     info = check_backend(args.backend)
-    named = bool(args.url or args.host or args.port)
+    named = named_by(args) is not None
     check_memory(config.total_bytes * (2 if named else 3), "this benchmark")
+    text = args.json != "-"
     with server(args) as target:
+        if text:  # the header at once: the run itself takes seconds to minutes
+            header = format_header(
+                config, target.options.address, f"Backend: {info.name} ({info.reason})"
+            )
+            print(header, flush=True)
         options = target.options.replace(num_workers=config.num_workers)
+        reporter = PhaseReporter(sys.stderr, "respkv bench", config.chunk_bytes)
         with open_client(options, args.backend) as client:
-            report = run_bench(client, config)
-    if args.json != "-":
-        print(format_report(report, backend_line=f"Backend: {info.name} ({info.reason})"))
+            try:
+                report = run_bench(client, config, progress=reporter)
+            finally:
+                reporter.close()
+    if text:
+        print(format_results(report))
     if args.json is not None:
         extra = {
-            "server": {"embedded": target.embedded is not None, "software": target.embedded},
+            "server": {
+                "embedded": target.embedded is not None,
+                "software": target.embedded,
+                "named_by": target.source or None,
+            },
             "backend": {"requested": info.requested, "reason": info.reason},
         }
         write_json(report_json(report, extra), args.json)
@@ -129,32 +154,61 @@ def _kb(nbytes: int) -> str:
     return f"{kb:.0f}" if kb == int(kb) else f"{kb:.1f}"
 
 
-def format_report(report: BenchReport, *, backend_line: str | None = None) -> str:
-    """The reference benchmark's text output (plus the backend and unit lines)."""
-    cfg = report.config
-    rule = "-" * RULE_WIDTH
+def format_header(config: BenchConfig, address: str, backend_line: str) -> str:
+    """The first lines of the reference output: what is measured, before measuring."""
     lines = [
         TITLE,
-        f"Server: {report.address}, Workers: {cfg.num_workers}",
-        f"Chunk size: {_kb(cfg.chunk_bytes)}KB, Keys: {cfg.num_keys}",
-        backend_line or f"Backend: {report.backend}",
+        f"Server: {address}, Workers: {config.num_workers}",
+        f"Chunk size: {_kb(config.chunk_bytes)}KB, Keys: {config.num_keys}",
+        backend_line,
     ]
-    if cfg.repeat > 1 or cfg.warmup:
-        lines.append(f"Runs: {cfg.repeat} timed (median shown), {cfg.warmup} warmup")
-    lines += [
-        UNITS_NOTE,
-        rule,
-        f"Batch SET: {_gib(report.set.bytes_per_s)} GB/s ({_gib(report.set.bytes)} GB written)",
-        f"Batch GET: {_gib(report.get.bytes_per_s)} GB/s ({_gib(report.get.bytes)} GB read)",
-        f"Batch EXISTS: {report.exists.ops_per_s:.0f} ops/s "
-        f"({report.exists.hits}/{cfg.num_keys} hits)",
-        rule,
+    if config.repeat > 1 or config.warmup:
+        lines.append(f"Runs: {config.repeat} timed (median shown), {config.warmup} warmup")
+    lines += [UNITS_NOTE, "-" * RULE_WIDTH]
+    return "\n".join(lines)
+
+
+def _failed(stats: OpStats) -> str | None:
+    """The phase line's text for a failed operation (a failure, not a rate), or None."""
+    if stats.failed_keys:
+        return f"FAILED, {stats.failed_keys} of {stats.keys} keys (see below)"
+    if stats.mismatched_keys:
+        return f"FAILED, {stats.mismatched_keys} of {stats.keys} values did not verify"
+    return None
+
+
+def format_results(report: BenchReport) -> str:
+    """The rest of the reference output: one line per operation, then the verdict.
+
+    An operation with failed keys shows its failure where the rate would be: a rate
+    of keys that failed (an ``-OOM`` comes back fast) is not a measurement."""
+    cfg = report.config
+    set_, get = report.set, report.get
+    lines = [
+        "Batch SET: "
+        + (_failed(set_) or f"{_gib(set_.bytes_per_s)} GB/s ({_gib(set_.bytes)} GB written)"),
+        "Batch GET: "
+        + (_failed(get) or f"{_gib(get.bytes_per_s)} GB/s ({_gib(get.bytes)} GB read)"),
+        "Batch EXISTS: "
+        + (
+            _failed(report.exists)
+            or f"{report.exists.ops_per_s:.0f} ops/s ({report.exists.hits}/{cfg.num_keys} hits)"
+        ),
+        "-" * RULE_WIDTH,
     ]
     if report.passed:
         lines.append("All tests passed")
     else:
         lines += [f"FAILED: {line}" for line in report.failures()]
     return "\n".join(lines)
+
+
+def format_report(report: BenchReport, *, backend_line: str | None = None) -> str:
+    """The reference benchmark's whole text output (plus the backend and unit lines)."""
+    header = format_header(
+        report.config, report.address, backend_line or f"Backend: {report.backend}"
+    )
+    return header + "\n" + format_results(report)
 
 
 def _op_json(stats: OpStats) -> dict[str, Any]:
@@ -165,11 +219,13 @@ def _op_json(stats: OpStats) -> dict[str, Any]:
         "failed_keys": stats.failed_keys,
         "first_error": stats.first_error,
     }
+    # A failed operation has no rate (see format_results): null, not a number.
+    failed = not stats.ok
     if stats.bytes:
         out["bytes"] = stats.bytes
-        out["bytes_per_s"] = stats.bytes_per_s
+        out["bytes_per_s"] = None if failed else stats.bytes_per_s
     else:
-        out["ops_per_s"] = stats.ops_per_s
+        out["ops_per_s"] = None if failed else stats.ops_per_s
     return out
 
 

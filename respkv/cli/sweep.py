@@ -14,7 +14,7 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final
 
 from respkv.cli._common import (
     EXIT_FAILED,
@@ -26,6 +26,7 @@ from respkv.cli._common import (
     add_json_flag,
     check_backend,
     check_memory,
+    check_output_path,
     check_workers,
     chunk_bytes,
     float_list,
@@ -36,7 +37,8 @@ from respkv.cli._common import (
     write_json,
 )
 from respkv.cli._measure import GIB, BenchConfig, bench_keys, make_chunks, run_bench
-from respkv.cli._target import add_server_flags, server
+from respkv.cli._progress import bar
+from respkv.cli._target import add_server_flags, named_by, server
 
 if TYPE_CHECKING:
     from respkv.client import Client
@@ -209,9 +211,11 @@ def format_sweep(points: Sequence[SweepPoint]) -> str:
                 if p is None:
                     cells.append(f"{'':>8}")
                     continue
+                if not p.verified:  # a failed point has no rate
+                    cells.append(f"{'FAILED':>7}!")
+                    continue
                 rate = p.set_bytes_per_s if op == "SET" else p.get_bytes_per_s
-                mark = "" if p.verified else "!"
-                cells.append(f"{rate / GIB:>7.2f}{mark or ' '}")
+                cells.append(f"{rate / GIB:>7.2f} ")
             out.append(f"{_mib(c):<18}" + "".join(cells))
         out.append("")
     failed = [p for p in points if not p.verified]
@@ -237,8 +241,8 @@ def sweep_json(points: Sequence[SweepPoint], extra: dict[str, Any] | None = None
                 "num_keys": p.num_keys,
                 "set_seconds": list(p.set_seconds),
                 "get_seconds": list(p.get_seconds),
-                "set_bytes_per_s": p.set_bytes_per_s,
-                "get_bytes_per_s": p.get_bytes_per_s,
+                "set_bytes_per_s": p.set_bytes_per_s if p.verified else None,
+                "get_bytes_per_s": p.get_bytes_per_s if p.verified else None,
                 "verified": p.verified,
                 "error": p.error,
             }
@@ -273,7 +277,10 @@ def plot_sweep(points: Sequence[SweepPoint], path: str, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for ax, op in zip(axes, ("SET", "GET"), strict=True):
         for w in workers:
-            series = sorted((p for p in points if p.num_workers == w), key=lambda p: p.chunk_bytes)
+            series = sorted(
+                (p for p in points if p.num_workers == w and p.verified),
+                key=lambda p: p.chunk_bytes,
+            )
             xs = [p.chunk_bytes / MIB for p in series]
             ys = [(p.set_bytes_per_s if op == "SET" else p.get_bytes_per_s) / GIB for p in series]
             ax.plot(xs, ys, marker="o", label=f"{w} worker{'s' if w > 1 else ''}")
@@ -291,58 +298,81 @@ def plot_sweep(points: Sequence[SweepPoint], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def _progress_line(stream: TextIO, done: int, total: int, text: str) -> None:
-    width = 20
-    filled = width * done // total
-    stream.write(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}\n")
-    stream.flush()
+@dataclass(frozen=True)
+class _Plan:
+    """What one ``respkv sweep`` will measure, checked before any server is contacted."""
+
+    chunk_sizes: list[int]
+    workers: list[int]
+    total_bytes: int
+    min_keys: int
+
+    @property
+    def points(self) -> int:
+        return len(self.chunk_sizes) * len(self.workers)
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def _plan(args: argparse.Namespace) -> _Plan:
     chunk_sizes = [chunk_bytes(c) for c in (args.chunk_mb or SWEEP_CHUNKS_MIB)]
     workers = list(args.workers or SWEEP_WORKERS)
     if not chunk_sizes or not workers:
         raise CliError("--chunk-mb and --workers need at least one value", EXIT_USAGE)
     check_workers(workers)
+    check_output_path(args.json, "--json")
+    check_output_path(args.plot, "--plot")
     if args.plot:
         try:
             check_plotting()
         except ImportError as exc:
             raise CliError(str(exc), EXIT_USAGE) from None
-    info = check_backend(args.backend)
     total = round(args.total_mb * MIB)
     min_keys = args.num_keys if args.num_keys is not None else max(workers)
     if args.num_keys is not None:
         total = 1  # a fixed key count: num_keys chunks at every size
     biggest = max(c * sweep_keys(c, total, min_keys) for c in chunk_sizes)
-    named = bool(args.url or args.host or args.port)
+    named = named_by(args) is not None
     check_memory(biggest * (2 if named else 3), "this sweep")
+    return _Plan(chunk_sizes, workers, total, min_keys)
 
-    def on_point(done: int, count: int, p: SweepPoint) -> None:
-        status = "ok" if p.verified else f"FAILED: {p.error}"
-        _progress_line(
-            sys.stderr,
-            done,
-            count,
-            f"{p.chunk_bytes / MIB:g} MiB x {p.num_workers} workers: "
-            f"SET {p.set_bytes_per_s / GIB:.2f} GiB/s, "
-            f"GET {p.get_bytes_per_s / GIB:.2f} GiB/s, {status}",
+
+def _on_point(done: int, count: int, p: SweepPoint) -> None:
+    """One progress line per point on stderr; a failed point shows its failure."""
+    what = f"{p.chunk_bytes / MIB:g} MiB x {p.num_workers} workers"
+    if p.verified:
+        text = (
+            f"{what}: SET {p.set_bytes_per_s / GIB:.2f} GiB/s, "
+            f"GET {p.get_bytes_per_s / GIB:.2f} GiB/s, ok"
         )
+    else:
+        text = f"{what}: FAILED: {p.error}"
+    sys.stderr.write(f"{bar(done, count)} {done}/{count} {text}\n")
+    sys.stderr.flush()
 
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    info = check_backend(args.backend)
     with server(args) as target:
+        print(
+            f"respkv sweep: {plan.points} points ({len(plan.chunk_sizes)} chunk sizes x "
+            f"{len(plan.workers)} worker counts), {args.repeat} timed + {args.warmup} warmup "
+            "runs each; a line per point follows",
+            file=sys.stderr,
+            flush=True,
+        )
 
         def connect(n: int) -> Client:
             return open_client(target.options.replace(num_workers=n), args.backend)
 
         points = run_sweep(
             connect,
-            chunk_sizes,
-            workers,
-            total_bytes=total,
-            min_keys=min_keys,
+            plan.chunk_sizes,
+            plan.workers,
+            total_bytes=plan.total_bytes,
+            min_keys=plan.min_keys,
             repeat=args.repeat,
             warmup=args.warmup,
-            on_point=on_point,
+            on_point=_on_point,
         )
     server_desc = target.embedded or target.options.address
     if args.json != "-":
@@ -354,11 +384,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 "address": target.options.address,
                 "embedded": target.embedded is not None,
                 "software": target.embedded,
+                "named_by": target.source or None,
             },
             "backend": {"name": info.name, "requested": info.requested, "reason": info.reason},
         }
         write_json(sweep_json(points, extra), args.json)
     if args.plot:
-        plot_sweep(points, args.plot, f"respkv sweep: {server_desc}, {info.name} backend")
+        try:
+            plot_sweep(points, args.plot, f"respkv sweep: {server_desc}, {info.name} backend")
+        except OSError as exc:
+            raise CliError(f"cannot write the plot {args.plot}: {exc}", EXIT_USAGE) from None
         print(f"respkv sweep: plot written to {args.plot}", file=sys.stderr)
     return EXIT_OK if all(p.verified for p in points) else EXIT_FAILED
