@@ -104,15 +104,28 @@ NOT_FOR_THE_ROUTER: Final = {
 }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip, with the reason, the conformance tests that do not apply to the router."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``cluster`` kind runs the conformance suite (a ``conformance`` directory) only:
+    elsewhere ``connector_factory`` / ``backend_name`` pick a backend for a high-level
+    client, which the cluster kind would only repeat (``tests/test_cluster_*.py`` test
+    the clients on clusters). Conformance tests that do not apply are skipped, with why."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is None or callspec.params.get("connector_factory") != "cluster":
+            keep.append(item)
             continue
+        if "conformance" not in item.path.parts:
+            dropped.append(item)
+            continue
+        keep.append(item)
         reason = NOT_FOR_THE_ROUTER.get(getattr(item, "originalname", item.name))
         if reason is not None:
             item.add_marker(pytest.mark.skip(reason=f"cluster router: {reason}"))
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", params=_cluster_binaries())
