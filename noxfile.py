@@ -170,3 +170,39 @@ def native_tsan(session: nox.Session) -> None:
         "pytest", "-p", "no:xdist", "-k", "native", "tests/test_native_stress.py",
         "conformance", *session.posargs, env=env,
     )  # fmt: skip
+
+
+# -- reliability ---------------------------------------------------------------------------
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """About a minute of soak (tests/test_soak.py, 30 s per backend): 16 threads and an
+    asyncio loop doing mixed SET/GET/EXISTS/DEL of 1 KiB-8 MiB values through a proxy
+    that injects random faults; no wrong hit or lost write, and descriptors, threads,
+    server connections and RSS back within the bounds stated in the test."""
+    session.install(*TEST_DEPS)
+    _install(session)
+    session.run(
+        "pytest", "-p", "no:xdist", "-s", "tests/test_soak.py", *session.posargs,
+        env={"RESPKV_REQUIRE_NATIVE": "1", "RESPKV_SOAK_SECONDS": "30"},
+    )  # fmt: skip
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Both RESP2 readers fuzzed: the hypothesis mutation properties with 5,000 examples
+    each (tests/test_fuzz_parsers.py), then the atheris (libFuzzer) harness for 60 s
+    (tests/test_fuzz_atheris.py; ``nox -s fuzz -- -max_total_time=600`` runs longer)."""
+    session.install(*TEST_DEPS, "atheris")
+    _install(session)
+    env = {"RESPKV_REQUIRE_NATIVE": "1", "RESPKV_FUZZ_EXAMPLES": "5000"}
+    session.run("pytest", "-p", "no:xdist", "tests/test_fuzz_parsers.py", env=env)
+    # libFuzzer writes crash-* reproducers into the current directory: keep them apart.
+    workdir = Path(session.create_tmp()).resolve()
+    harness = str(Path("tests/test_fuzz_atheris.py").resolve())
+    session.chdir(str(workdir))
+    session.run(
+        "python", harness, "-max_total_time=60", "-rss_limit_mb=2048", *session.posargs,
+        env=env,
+    )  # fmt: skip
