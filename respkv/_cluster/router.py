@@ -74,7 +74,7 @@ from respkv._cluster.batch import (
 from respkv._cluster.notify import Flag
 from respkv._cluster.options import ClusterOptions
 from respkv._cluster.scan import scan_key_sizes
-from respkv._cluster.slots import key_slot, slots_of
+from respkv._cluster.slots import owners_of
 from respkv._cluster.slowpath import AskJob, SlowPaths
 from respkv._cluster.topology import Topology
 from respkv._compat import BufferLike
@@ -100,6 +100,9 @@ _FORKED: Final = (
     "cluster connector used in a process forked from the one that opened it; "
     "a child process must connect anew (respkv.connect after the fork)"
 )
+#: Up to this many masters in one batch, each master's keys are picked by one list
+#: comprehension over the batch (C-speed passes); beyond it, one dict pass is cheaper.
+SPLIT_SCAN_MAX: Final = 8
 _TIMER_RETRY: Final = 0
 _TIMER_DEADLINE: Final = 1
 
@@ -155,6 +158,8 @@ class ClusterConnector:
         self._nodes: dict[str, _Node] = {}
         self._retired: list[_Node] = []
         self._owners: list[str | None] | None = None
+        #: The one master serving all 16384 slots, if the map says so (no hashing then).
+        self._single: str | None = None
         self._topology: Topology | None = None
         self._waiting: list[tuple[Parent, list[int]]] = []
         self._timers: list[tuple[float, int, int, Parent, list[int]]] = []
@@ -329,7 +334,7 @@ class ClusterConnector:
             self._route(parent, range(len(keys)))
             return parent.batch_id
 
-    def _route(self, parent: Parent, indices: Sequence[int]) -> None:
+    def _route(self, parent: Parent, indices: list[int] | range) -> None:
         """Send ``parent``'s keys at ``indices`` to their masters (or hold them)."""
         owners = self._owners
         if owners is None or not self._nodes:
@@ -338,22 +343,27 @@ class ClusterConnector:
             self._waiting.append((parent, list(indices)))
             self._slow.request_refresh(0.0)
             return
+        if self._single is not None:  # one master serves every slot: nothing to split
+            self._send(parent, self._single, indices)
+            return
         keys = parent.keys
-        fallback = next(iter(self._nodes))
-        if isinstance(indices, range) and len(indices) == len(keys):
-            addrs = [owners[s] or fallback for s in slots_of(keys)]
-            first = addrs[0]
-            if addrs.count(first) == len(addrs):
-                self._send(parent, first, indices)
-                return
-            groups: dict[str, list[int]] = {}
-            for i, a in enumerate(addrs):
-                groups.setdefault(a, []).append(i)
-        else:
-            groups = {}
-            for i in indices:
-                groups.setdefault(owners[key_slot(keys[i])] or fallback, []).append(i)
-        self.stats["split_batches"] += len(groups) > 1
+        whole = isinstance(indices, range) and len(indices) == len(keys)
+        addrs = owners_of(keys if whole else [keys[i] for i in indices], owners)
+        if None in addrs:  # unowned slots go to any master, which answers CLUSTERDOWN
+            fallback = next(iter(self._nodes))
+            addrs = [a or fallback for a in addrs]
+        targets: set[str] = set(addrs)  # type: ignore[arg-type]  # no None left
+        if len(targets) == 1:
+            self._send(parent, next(iter(targets)), indices)
+            return
+        self.stats["split_batches"] += 1
+        if len(targets) <= SPLIT_SCAN_MAX:
+            for addr in targets:
+                self._send(parent, addr, [indices[j] for j, a in enumerate(addrs) if a == addr])
+            return
+        groups: dict[str, list[int]] = {}
+        for j, a in enumerate(addrs):
+            groups.setdefault(a, []).append(indices[j])  # type: ignore[arg-type]
         for addr, idxs in groups.items():
             self._send(parent, addr, idxs)
 
@@ -428,11 +438,18 @@ class ClusterConnector:
         if c.ok and parent.ended is None:
             if node.address in self._suspects:
                 self._suspects.discard(node.address)
-            if len(part.indices) == parent.open == len(parent.keys):
+            indices = part.indices
+            if len(indices) == parent.open == len(parent.keys):
                 self._complete(parent, c.statuses, c.failures)
                 return
-            for j, i in enumerate(part.indices):
-                self._finish(parent, i, c.statuses[j], None)
+            # Every key of the part is OK or MISS: statuses in place, no failures.
+            statuses, state = parent.statuses, parent.state
+            for i, s in zip(indices, c.statuses):
+                statuses[i] = s
+                state[i] = DONE
+            parent.open -= len(indices)
+            if parent.open == 0:
+                self._complete(parent, statuses, parent.failures)
             return
         moved: list[int] = []
         for j, i in enumerate(part.indices):
@@ -486,6 +503,7 @@ class ClusterConnector:
         self.stats["moved" if code == "MOVED" else "ask"] += 1
         if code == "MOVED" and self._owners is not None and self._owners[slot] != to:
             self._owners[slot] = to  # the next batch goes there at once, limit or not
+            self._single = None
             self._slow.request_refresh(0.0)
         if parent.count_hop(i) > self.options.max_redirects:
             self.stats["redirect_limit"] += 1
@@ -636,6 +654,7 @@ class ClusterConnector:
             self.stats["refreshes"] += 1
             self._topology = topo
             self._owners = list(topo.owners)
+            self._single = topo.masters[0] if len(topo.masters) == 1 and not topo.unowned else None
             self._suspects -= alive
             masters = set(topo.masters)
             for address in topo.masters:
