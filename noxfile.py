@@ -172,6 +172,68 @@ def native_tsan(session: nox.Session) -> None:
     )  # fmt: skip
 
 
+# -- LMCache integration ------------------------------------------------------------------
+#
+# The released LMCache wheel without its GPU stack: `--no-deps`, then only the pure-Python
+# packages its adapter layer, check modes and non-MP backend import (found by importing
+# them in a fresh venv), and CPU torch (LMCache's native extensions link libtorch).
+# Nothing is stubbed. torch must resolve to a `+cpu` build: checked before anything is
+# installed (pip's resolution report) and again after, so a CUDA build is never pulled.
+
+LMCACHE = "lmcache==0.5.6"
+LMCACHE_TORCH = "torch==2.13.0"
+LMCACHE_DEPS = [
+    # torch's own (installed with --no-deps to keep nvidia-* packages out)
+    "filelock", "typing-extensions", "sympy", "networkx", "jinja2", "fsspec",
+    # what lmcache's adapter layer, check modes and remote backend import
+    "numpy<=2.2.6", "numba", "sortedcontainers", "cachetools", "pyyaml", "msgspec", "psutil",
+    "py-cpuinfo", "prometheus_client<=0.24.1", "pyzmq", "aiofiles", "aiofile", "blake3",
+    "aiohttp", "requests", "redis", "cryptography", "transformers>=5.4",
+    # the tests
+    "pytest>=8",
+]  # fmt: skip
+
+
+def _torch_cpu_version(session: nox.Session) -> str:
+    """The torch version pip would install, without installing it; must end in +cpu."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        session.run(
+            "python", "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet",
+            "--report", str(report), LMCACHE_TORCH, silent=True,
+        )  # fmt: skip
+        items = json.loads(report.read_text())["install"]
+    version = str(items[0]["metadata"]["version"]) if items else "?"
+    if not version.endswith("+cpu"):
+        session.error(f"{LMCACHE_TORCH} resolves to {version}, not a +cpu build: refusing")
+    return version
+
+
+@nox.session
+def lmcache(session: nox.Session) -> None:
+    """respkv inside the real LMCache (lmcache 0.5.6, CPU torch), both backends, side by
+    side with LMCache's own `resp` adapter: its test_l2_adapter and test_remote checks,
+    200 x 4 MiB through NativeConnectorL2Adapter, its L2EvictionController, the non-MP
+    plugin, GET of deleted keys and server restarts (tests/lmcache_integration)."""
+    session.install("--upgrade", "pip")
+    version = _torch_cpu_version(session)
+    session.install("--no-deps", LMCACHE_TORCH, LMCACHE)
+    session.install(*LMCACHE_DEPS)
+    installed = session.run(
+        "python", "-c", "import torch; print(torch.__version__)", silent=True
+    )  # fmt: skip
+    if str(installed).strip().splitlines()[-1] != version:
+        session.error(f"installed torch is {installed!r}, expected {version}")
+    _install(session)
+    session.run(
+        "pytest", "-p", "no:cacheprovider", "tests/lmcache_integration", *session.posargs,
+        env={"RESPKV_REQUIRE_NATIVE": "1"},
+    )  # fmt: skip
+
+
 # -- reliability ---------------------------------------------------------------------------
 
 
