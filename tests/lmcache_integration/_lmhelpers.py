@@ -8,6 +8,7 @@ import os
 import select
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,6 +18,10 @@ CHILD_TIMEOUT_S: Final = 90.0
 #: How long a wait for one adapter event may take before it counts as a hang.
 EVENT_TIMEOUT_S: Final = 20.0
 MODEL: Final = "respkv-test-model"
+#: Children run outside the checkout: ``python -m`` puts the working directory first on
+#: sys.path, where the source tree's ``respkv`` (without its built native module) would
+#: shadow the installed one.
+_NEUTRAL_CWD: Final = tempfile.gettempdir()
 
 
 def redis_command(server: Any, *args: str) -> Any:
@@ -92,6 +97,7 @@ def run_child(script: str, *args: str, env: dict[str, str] | None = None) -> dic
             text=True,
             timeout=CHILD_TIMEOUT_S,
             env=full_env,
+            cwd=_NEUTRAL_CWD,
             check=False,
         )
     except subprocess.TimeoutExpired:
@@ -110,6 +116,7 @@ def run_command(cmd: list[str], env: dict[str, str]) -> str:
         text=True,
         timeout=CHILD_TIMEOUT_S,
         env={**os.environ, **env},
+        cwd=_NEUTRAL_CWD,
         check=False,
     )
     assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
