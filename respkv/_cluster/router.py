@@ -11,28 +11,16 @@ each key's result into the caller's batch at the caller's index, and queues exac
 one :class:`~respkv.Completion` per batch on its own event fd when the last key is in.
 
 Redirects come back as data: a key failed with ``Failure(kind=SERVER_ERROR)`` whose
-code (the reply's first word) is
-
-* ``MOVED <slot> <node>``: the slot lives elsewhere now. The router patches its map at
-  once, sends the key to that node, and asks for a full refresh in the background;
-* ``ASK <slot> <node>``: this one key is being migrated. It goes to the ASK path
-  (:mod:`respkv._cluster.slowpath`): ``ASKING`` and the command pipelined on a
-  dedicated blocking link to that node, because ASKING must precede the command on the
-  same connection and the connectors have no per-key pre-command. ASK happens only
-  while a slot migrates, so that path is built for being right, not fast;
-* ``TRYAGAIN`` / ``CLUSTERDOWN``: retried on the route of the moment after a backoff
-  (doubling from :data:`RETRY_BACKOFF_MIN` to :data:`RETRY_BACKOFF_MAX`), at most
-  ``cluster_retries`` times; CLUSTERDOWN also asks for a refresh.
-
-Each key may be redirected at most ``max_redirects`` times per batch; past that it ends
-with the last redirect's failure (SERVER_ERROR, the server's reply verbatim): a bound,
-never a loop. Any other failure is final and passed through unchanged (statuses,
-kinds, addresses and ``in_flight`` as the node's connector reported them). A connection
-failure (refused, lost, timed out) is *not* retried, since the outcome of a write in
-flight is unknown and a failover takes seconds; it marks the node suspect, which
-starts topology refreshes (every ``DEGRADED_REFRESH_INTERVAL`` while a suspect
-still owns slots, see :mod:`respkv._cluster.slowpath`), so the batches after a
-failover go to the promoted replica.
+code (the reply's first word) is ``MOVED`` (the map is patched and the key re-routed),
+``ASK`` (the key is being migrated: ``ASKING`` plus the command on a dedicated link, see
+:mod:`respkv._cluster.slowpath`, since the connectors have no per-key pre-command and
+ASK only happens while a slot migrates), or ``TRYAGAIN`` / ``CLUSTERDOWN`` (retried
+after a backoff). Each is bounded per key (``max_redirects``, ``cluster_retries``) and
+reported as the last reply once the bound is passed; every other failure is final and
+passed through unchanged. A connection failure is not retried (a write in flight has an
+unknown outcome, and a failover takes seconds); it starts slot-map refreshes, so the
+batches after a failover go to the promoted replica. The per-key rules are in
+:mod:`respkv._cluster.results`; this module routes, runs the thread and the lifecycle.
 
 Deadlines and cancel. A batch's ``timeout=`` is handed to each inner submit as the
 time left, and a router timer ends the keys the router itself holds (waiting for a map,
@@ -51,6 +39,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import selectors
 import threading
@@ -62,23 +51,20 @@ from typing import Final
 from respkv._backend import select_backend
 from respkv._cluster.batch import (
     ASKING,
-    DONE,
     HELD,
-    REDIRECT_CODES,
-    RETRY_CODES,
     SENT,
     Parent,
     Part,
-    parse_redirect,
 )
 from respkv._cluster.notify import Flag
 from respkv._cluster.options import ClusterOptions
+from respkv._cluster.results import TIMER_DEADLINE, Next, Node, RouterCore
 from respkv._cluster.scan import scan_key_sizes
 from respkv._cluster.slots import owners_of
 from respkv._cluster.slowpath import AskJob, SlowPaths
 from respkv._cluster.topology import Topology
 from respkv._compat import BufferLike
-from respkv._contract import Completion, Connector, KeyLike, KeyStatus, Op, make_completion
+from respkv._contract import Completion, Connector, KeyLike, KeyStatus, Op
 from respkv._failure import ErrorKind, Failure
 from respkv._options import ConnectionOptions
 from respkv._validate import CheckedKeys, check_buffers, check_keys, check_timeout
@@ -87,14 +73,7 @@ from respkv.errors import ConnectionClosedError, ForkedError
 __all__ = ["ClusterConnector", "NodeFactory", "node_factory_for"]
 
 NodeFactory = Callable[[ConnectionOptions], Connector]
-
-#: First and longest pause before retrying a key answered TRYAGAIN/CLUSTERDOWN.
-RETRY_BACKOFF_MIN: Final = 0.05
-RETRY_BACKOFF_MAX: Final = 1.0
-#: Failure kinds that make a node suspect (its connection could not be used).
-SUSPECT_KINDS: Final = frozenset(
-    {ErrorKind.CONNECT_FAILED, ErrorKind.CONNECTION_LOST, ErrorKind.TIMED_OUT}
-)
+log = logging.getLogger("respkv.cluster")
 
 _FORKED: Final = (
     "cluster connector used in a process forked from the one that opened it; "
@@ -103,8 +82,6 @@ _FORKED: Final = (
 #: Up to this many masters in one batch, each master's keys are picked by one list
 #: comprehension over the batch (C-speed passes); beyond it, one dict pass is cheaper.
 SPLIT_SCAN_MAX: Final = 8
-_TIMER_RETRY: Final = 0
-_TIMER_DEADLINE: Final = 1
 
 
 def node_factory_for(backend: str) -> NodeFactory:
@@ -118,19 +95,7 @@ def node_factory_for(backend: str) -> NodeFactory:
     return PyConnector
 
 
-class _Node:
-    """One master's connector and what the router tracks about it."""
-
-    __slots__ = ("address", "conn", "keys_sent", "parts")
-
-    def __init__(self, address: str, conn: Connector) -> None:
-        self.address = address
-        self.conn = conn
-        self.parts = 0
-        self.keys_sent = 0
-
-
-class ClusterConnector:
+class ClusterConnector(RouterCore):
     """The Connector contract over a Redis/Valkey Cluster. Thread-safe."""
 
     def __init__(
@@ -154,9 +119,9 @@ class ClusterConnector:
         self._next_id = 1
         self._closed = False
         self._parents: dict[int, Parent] = {}
-        self._parts: dict[tuple[_Node, int], Part] = {}
-        self._nodes: dict[str, _Node] = {}
-        self._retired: list[_Node] = []
+        self._parts: dict[tuple[Node, int], Part] = {}
+        self._nodes: dict[str, Node] = {}
+        self._retired: list[Node] = []
         self._owners: list[str | None] | None = None
         #: The one master serving all 16384 slots, if the map says so (no hashing then).
         self._single: str | None = None
@@ -170,7 +135,7 @@ class ClusterConnector:
         self._wake = Flag()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake.fileno(), selectors.EVENT_READ, None)
-        self._registered: dict[_Node, int] = {}
+        self._registered: dict[Node, int] = {}
         self._fds_dirty = False
         self._stopping = False
         #: Counters for tests and ``respkv bench``: redirects seen, retries, refreshes.
@@ -330,7 +295,7 @@ class ClusterConnector:
             self._parents[parent.batch_id] = parent
             self.stats["batches"] += 1
             if parent.deadline is not None:
-                self._add_timer(parent.deadline, _TIMER_DEADLINE, parent, [])
+                self._add_timer(parent.deadline, TIMER_DEADLINE, parent, [])
             self._route(parent, range(len(keys)))
             return parent.batch_id
 
@@ -417,165 +382,14 @@ class ClusterConnector:
             return conn.submit_batch_exists(keys, timeout=timeout)
         return conn.submit_batch_delete(keys, timeout=timeout)
 
-    def _add_node(self, address: str) -> _Node:
-        node = _Node(address, self._factory(self.options.node_options(address)))
+    def _add_node(self, address: str) -> Node:
+        node = Node(address, self._factory(self.options.node_options(address)))
         self._nodes[address] = node
         self._fds_dirty = True
         self._wake.set()
         return node
 
-    # -- results (lock held) ---------------------------------------------------------
-
-    def _on_inner(self, node: _Node, c: Completion) -> None:
-        part = self._parts.pop((node, c.batch_id), None)
-        if part is None:
-            return  # not ours (cannot happen: every inner batch is registered)
-        node.parts -= 1
-        if node.parts == 0 and node in self._retired:
-            self._fds_dirty = True
-        parent = part.parent
-        parent.parts.discard(part)
-        if c.ok and parent.ended is None:
-            if node.address in self._suspects:
-                self._suspects.discard(node.address)
-            indices = part.indices
-            if len(indices) == parent.open == len(parent.keys):
-                self._complete(parent, c.statuses, c.failures)
-                return
-            # Every key of the part is OK or MISS: statuses in place, no failures.
-            statuses, state = parent.statuses, parent.state
-            for i, s in zip(indices, c.statuses):
-                statuses[i] = s
-                state[i] = DONE
-            parent.open -= len(indices)
-            if parent.open == 0:
-                self._complete(parent, statuses, parent.failures)
-            return
-        moved: list[int] = []
-        for j, i in enumerate(part.indices):
-            self._on_key(parent, i, c.statuses[j], c.failures[j], address=node.address, moved=moved)
-        if moved:
-            self._route(parent, moved)
-
-    def _on_key(
-        self,
-        parent: Parent,
-        i: int,
-        status: KeyStatus,
-        f: Failure | None,
-        *,
-        address: str,
-        moved: list[int],
-    ) -> None:
-        """One key's result from a node (or the ASK path): final, or redirected."""
-        if f is None:
-            self._finish(parent, i, status, None)
-            return
-        kind = f.kind
-        if kind is ErrorKind.SERVER_ERROR:
-            code = f.code
-            if code in REDIRECT_CODES or code in RETRY_CODES:
-                if parent.ended is not None:
-                    self._finish(parent, i, KeyStatus.CANCELLED, parent.ended_failure(address))
-                elif code in REDIRECT_CODES:
-                    self._redirect(parent, i, f, code=code, address=address, moved=moved)
-                else:
-                    self._retry(parent, i, f, code)
-                return
-        elif kind is ErrorKind.DEADLINE or (
-            kind is ErrorKind.CANCELLED and parent.ended is ErrorKind.DEADLINE
-        ):
-            f = Failure(
-                ErrorKind.DEADLINE, f.address, timeout=parent.timeout or 0.0, in_flight=f.in_flight
-            )
-        elif kind in SUSPECT_KINDS:
-            self._suspect(f.address or address)
-        self._finish(parent, i, status, f)
-
-    def _redirect(
-        self, parent: Parent, i: int, f: Failure, *, code: str, address: str, moved: list[int]
-    ) -> None:
-        target = parse_redirect(f.reply, f.address or address)
-        if target is None:  # a malformed redirect is just a server error
-            self._finish(parent, i, KeyStatus.SERVER_ERROR, f)
-            return
-        slot, to = target
-        self.stats["moved" if code == "MOVED" else "ask"] += 1
-        if code == "MOVED" and self._owners is not None and self._owners[slot] != to:
-            self._owners[slot] = to  # the next batch goes there at once, limit or not
-            self._single = None
-            self._slow.request_refresh(0.0)
-        if parent.count_hop(i) > self.options.max_redirects:
-            self.stats["redirect_limit"] += 1
-            self._finish(parent, i, KeyStatus.SERVER_ERROR, f)
-            return
-        parent.state[i] = HELD
-        if code == "ASK":
-            self._slow.ask(AskJob(parent, i, to))
-        else:
-            moved.append(i)
-
-    def _retry(self, parent: Parent, i: int, f: Failure, code: str) -> None:
-        self.stats[code.lower()] += 1
-        n = parent.count_retry(i)
-        if n > self.options.cluster_retries:
-            self.stats["retry_limit"] += 1
-            self._finish(parent, i, KeyStatus.SERVER_ERROR, f)
-            return
-        if code == "CLUSTERDOWN":
-            self._slow.request_refresh(0.0)
-        parent.state[i] = HELD
-        delay = min(RETRY_BACKOFF_MIN * (2 ** (n - 1)), RETRY_BACKOFF_MAX)
-        self._add_timer(time.monotonic() + delay, _TIMER_RETRY, parent, [i])
-
-    def _suspect(self, address: str) -> None:
-        if address not in self._suspects:
-            self._suspects.add(address)
-            self._slow.request_refresh(0.0)
-
-    def _finish(self, parent: Parent, i: int, status: KeyStatus, f: Failure | None) -> None:
-        if parent.state[i] == DONE:
-            return
-        parent.state[i] = DONE
-        parent.statuses[i] = status if f is None else f.status
-        parent.failures[i] = f
-        parent.open -= 1
-        if parent.open == 0:
-            self._complete(parent, parent.statuses, parent.failures)
-
-    def _finish_rest(self, parent: Parent, f: Failure) -> None:
-        for i, state in enumerate(parent.state):
-            if state != DONE:
-                self._finish(parent, i, f.status, f)
-
-    def _complete(
-        self,
-        parent: Parent,
-        statuses: Sequence[KeyStatus],
-        failures: Sequence[Failure | None],
-    ) -> None:
-        parent.open = 0
-        self._parents.pop(parent.batch_id, None)
-        self._done.append(make_completion(parent.batch_id, parent.op, statuses, failures))
-        self._flag.set()
-
-    def _end(self, parent: Parent, kind: ErrorKind, *, cancel_parts: bool = True) -> None:
-        """End ``parent`` early: held keys now, keys in flight through their connector."""
-        parent.ended = kind
-        for i, state in enumerate(parent.state):
-            if state == HELD:
-                self._finish(parent, i, KeyStatus.CANCELLED, parent.ended_failure())
-        if cancel_parts:
-            for part in list(parent.parts):
-                part.node.conn.cancel(part.inner_id)  # type: ignore[attr-defined]
-
     # -- the router thread -----------------------------------------------------------
-
-    def _add_timer(self, when: float, kind: int, parent: Parent, indices: list[int]) -> None:
-        first = not self._timers or when < self._timers[0][0]
-        heapq.heappush(self._timers, (when, next(self._seq), kind, parent, indices))
-        if first:
-            self._wake.set()
 
     def _run(self) -> None:
         select = self._selector.select
@@ -586,14 +400,17 @@ class ClusterConnector:
             timeout = None if not timers else max(0.0, timers[0][0] - time.monotonic())
             events = select(timeout)
             with self._lock:
-                for key, _ in events:
-                    node = key.data
-                    if node is None:
-                        self._wake.clear()
-                        continue
-                    for c in node.conn.drain_completions():
-                        self._on_inner(node, c)
-                self._run_timers()
+                try:
+                    for key, _ in events:
+                        node = key.data
+                        if node is None:
+                            self._wake.clear()
+                            continue
+                        for c in node.conn.drain_completions():
+                            self._on_inner(node, c)
+                    self._run_timers()
+                except Exception:  # a bug must not stop the thread every batch depends on
+                    log.exception("respkv cluster router: error while handling completions")
 
     def _run_timers(self) -> None:
         timers = self._timers
@@ -602,7 +419,7 @@ class ClusterConnector:
             _, _, kind, parent, indices = heapq.heappop(timers)
             if parent.open == 0:
                 continue
-            if kind == _TIMER_DEADLINE:
+            if kind == TIMER_DEADLINE:
                 if parent.ended is None:
                     self._end(parent, ErrorKind.DEADLINE)
                 continue
@@ -614,7 +431,7 @@ class ClusterConnector:
         with self._lock:
             self._fds_dirty = False
             wanted = set(self._nodes.values())
-            closing: list[_Node] = []
+            closing: list[Node] = []
             for n in list(self._retired):
                 if n.parts:
                     wanted.add(n)
@@ -632,7 +449,7 @@ class ClusterConnector:
         for n in closing:
             self._slow.close_later(n.conn)
 
-    def _all_nodes(self) -> list[_Node]:
+    def _all_nodes(self) -> list[Node]:
         return [*self._nodes.values(), *self._retired]
 
     # -- called by the slow paths ------------------------------------------------------
@@ -700,12 +517,11 @@ class ClusterConnector:
         with self._lock:
             parent, i = job.parent, job.index
             parent.state[i] = HELD
-            moved: list[int] = []
+            nxt = Next()
             if f is not None and f.kind is ErrorKind.DEADLINE and parent.ended is None:
                 self._end(parent, ErrorKind.DEADLINE)
-            self._on_key(parent, i, status, f, address=job.address, moved=moved)
-            if moved and parent.ended is None:
-                self._route(parent, moved)
+            self._on_key(parent, i, status, f, address=job.address, nxt=nxt)
+            self._follow(parent, nxt)
 
     def _close_in_child(self) -> None:
         """``close()`` after fork: release the descriptors, join nothing."""
