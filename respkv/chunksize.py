@@ -18,15 +18,23 @@ chunk is 32 MiB there, and 32 tokens make 4 MiB.
 
 The presets carry the published architecture numbers (``config.json`` of each model:
 ``num_hidden_layers``, ``num_key_value_heads``, ``head_dim`` or
-``hidden_size / num_attention_heads``). Models with latent attention (DeepSeek MLA) do
-not follow the formula and are deliberately absent.
+``hidden_size / num_attention_heads``), and :func:`from_hf_config` reads the same
+numbers from any model's ``config.json``, so a model without a preset needs no
+arithmetic by hand. Models with latent attention (DeepSeek MLA) do not follow the
+formula and are refused.
+
+Serving engines allocate the KV cache in blocks of tokens (vLLM's default block is 16
+tokens) and LMCache's chunk size is best a whole number of blocks, so the token count
+is also given rounded to a multiple of :data:`DEFAULT_MULTIPLE` (:func:`round_tokens`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 __all__ = [
     "DEFAULT_DTYPE",
@@ -37,8 +45,10 @@ __all__ = [
     "chunk_bytes",
     "dtype_bytes",
     "format_size",
+    "from_hf_config",
     "parse_size",
     "preset",
+    "round_tokens",
     "tokens_per_chunk",
 ]
 
@@ -66,6 +76,13 @@ DTYPE_BYTES: Final[dict[str, int]] = {
 
 #: Largest tensor-parallel degree accepted (a sanity bound, far above real deployments).
 MAX_TP: Final = 1024
+#: The engine's chunk granularity in tokens: vLLM's default KV-cache block size.
+DEFAULT_MULTIPLE: Final = 16
+#: Largest value Redis and Valkey accept by default (``proto-max-bulk-len``, 512 MiB):
+#: a chunk above it is refused by the server unless that limit is raised.
+SERVER_VALUE_LIMIT: Final = 512 * 1024 * 1024
+#: Largest ``config.json`` read (real ones are a few KiB; this catches a wrong file).
+MAX_CONFIG_BYTES: Final = 4 * 1024 * 1024
 
 _SIZE_UNITS: Final[dict[str, int]] = {
     "": 1,
@@ -137,6 +154,14 @@ def tokens_per_chunk(per_token: int, target_bytes: int, *, multiple_of: int = 1)
     return tokens
 
 
+def round_tokens(tokens: int, multiple: int = DEFAULT_MULTIPLE) -> int:
+    """``tokens`` rounded down to a multiple of ``multiple``, but at least one multiple
+    (a chunk smaller than one block of the engine cannot be stored as a chunk)."""
+    if tokens < 1 or multiple < 1:
+        raise ValueError(f"need tokens >= 1 and multiple >= 1, got {tokens}, {multiple}")
+    return max(multiple, tokens // multiple * multiple)
+
+
 def chunk_bytes(per_token: int, tokens: int) -> int:
     """Size of one chunk of ``tokens`` tokens."""
     if per_token < 1 or tokens < 1:
@@ -180,6 +205,9 @@ PRESETS: Final[dict[str, ModelDims]] = dict(
         _dims("Llama-3.1-8B", 32, 8, 128),
         _dims("Llama-3.1-70B", 80, 8, 128),
         _dims("Llama-3.1-405B", 126, 8, 128),
+        _dims("Llama-3.3-70B", 80, 8, 128),
+        _dims("Llama-3-8B", 32, 8, 128),
+        _dims("Llama-3-70B", 80, 8, 128),
         _dims("Mistral-7B-v0.3", 32, 8, 128),
         _dims("Mixtral-8x7B-v0.1", 32, 8, 128),
         _dims("Qwen2.5-7B", 28, 4, 128),
@@ -193,16 +221,16 @@ PRESETS: Final[dict[str, ModelDims]] = dict(
     ]
 )
 
-#: Suffixes of fine-tuned variants that share their base model's architecture.
-_VARIANT_SUFFIXES: Final = ("-instruct", "-chat", "-it")
+#: Name parts of fine-tuned variants that share their base model's architecture, where
+#: they stand as a whole dash-separated word, at the end or in the middle
+#: (``Mistral-7B-Instruct-v0.3``, ``gemma-2-9b-it``, ``Llama-2-7b-chat-hf``).
+_VARIANT_WORDS: Final = re.compile(r"-(?:instruct|chat|it|hf)(?=-|$)")
 
 
 def _normalise(name: str) -> str:
     key = name.strip().lower().rsplit("/", 1)[-1]
-    for suffix in _VARIANT_SUFFIXES:
-        if key.endswith(suffix):
-            return key[: -len(suffix)]
-    return key
+    key = key.removeprefix("meta-")  # Meta-Llama-3.1-8B-Instruct, as first published
+    return _VARIANT_WORDS.sub("", key)
 
 
 _BY_KEY: Final[dict[str, ModelDims]] = {_normalise(k): v for k, v in PRESETS.items()}
@@ -210,7 +238,8 @@ _BY_KEY: Final[dict[str, ModelDims]] = {_normalise(k): v for k, v in PRESETS.ite
 
 def preset(name: str) -> ModelDims:
     """The preset for ``name``: case-insensitive; an organisation prefix
-    (``meta-llama/``) and an ``-Instruct``/``-Chat``/``-it`` suffix are ignored."""
+    (``meta-llama/``), a ``Meta-`` prefix and the words ``-Instruct``, ``-Chat``, ``-it``
+    and ``-hf`` (anywhere: ``Mistral-7B-Instruct-v0.3``) are ignored."""
     dims = _BY_KEY.get(_normalise(name))
     if dims is None:
         raise ValueError(f"unknown model preset {name!r}; valid: {', '.join(PRESETS)}")
@@ -239,3 +268,57 @@ def format_size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f}".rstrip("0").rstrip(".") + f" {unit}"
     return f"{n} B"
+
+
+def _config_int(config: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = config.get(name)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"config.json: {name} must be a positive integer, got {value!r}")
+            return value
+    return None
+
+
+def from_hf_config(path: str | Path) -> ModelDims:
+    """The dimensions in a Hugging Face ``config.json`` (a file, or a model directory).
+
+    Reads ``num_hidden_layers``, ``num_key_value_heads`` (``num_attention_heads`` when
+    absent: no grouped-query attention) and ``head_dim`` (``hidden_size /
+    num_attention_heads`` when absent), from ``text_config`` for multimodal models.
+    Latent attention (``kv_lora_rank``, DeepSeek MLA) is refused: its cache does not
+    follow the formula."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "config.json"
+    try:
+        with file.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        config = json.loads(data)
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise ValueError(f"{str(file)!r} is not a JSON file") from None
+    if len(data) > MAX_CONFIG_BYTES or not isinstance(config, dict):
+        raise ValueError(f"{str(file)!r} is not a model's config.json")
+    if isinstance(config.get("text_config"), dict):
+        config = {**config, **config["text_config"]}
+    if "kv_lora_rank" in config:
+        raise ValueError(
+            f"{str(file)!r}: latent attention (kv_lora_rank) does not follow the "
+            "per-head KV-cache formula"
+        )
+    layers = _config_int(config, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _config_int(config, "num_attention_heads", "n_head")
+    kv_heads = _config_int(config, "num_key_value_heads", "num_kv_heads") or heads
+    head_dim = _config_int(config, "head_dim")
+    if head_dim is None and heads is not None:
+        hidden = _config_int(config, "hidden_size", "n_embd")
+        head_dim = hidden // heads if hidden is not None and hidden % heads == 0 else None
+    if layers is None or kv_heads is None or head_dim is None:
+        raise ValueError(
+            f"{str(file)!r} lacks num_hidden_layers, num_key_value_heads/num_attention_heads "
+            "or head_dim/hidden_size: give --layers, --kv-heads and --head-dim instead"
+        )
+    name = file.parent.name if file.name == "config.json" and file.parent.name else file.stem
+    return ModelDims(name, layers, kv_heads, head_dim)

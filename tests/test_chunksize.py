@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from respkv import chunksize
@@ -11,8 +14,10 @@ from respkv.chunksize import (
     chunk_bytes,
     dtype_bytes,
     format_size,
+    from_hf_config,
     parse_size,
     preset,
+    round_tokens,
     tokens_per_chunk,
 )
 
@@ -112,3 +117,87 @@ def test_parse_and_format_sizes() -> None:
     assert format_size(131_072) == "128 KiB"
     assert format_size(100) == "100 B"
     assert chunksize.DEFAULT_DTYPE == "bfloat16"
+
+
+# ----------------------------------------------- names, presets, config.json, granularity
+
+
+@pytest.mark.parametrize(
+    ("name", "preset_name"),
+    [
+        ("mistralai/Mistral-7B-Instruct-v0.3", "Mistral-7B-v0.3"),  # -Instruct mid-name
+        ("meta-llama/Meta-Llama-3.1-8B-Instruct", "Llama-3.1-8B"),
+        ("meta-llama/Llama-3.3-70B-Instruct", "Llama-3.3-70B"),
+        ("meta-llama/Meta-Llama-3-8B-Instruct", "Llama-3-8B"),
+        ("Qwen/Qwen2.5-7B-Instruct", "Qwen2.5-7B"),
+        ("microsoft/Phi-3-mini-4k-instruct", "Phi-3-mini-4k"),
+    ],
+)
+def test_org_prefix_and_variant_words_are_ignored_anywhere(name: str, preset_name: str) -> None:
+    assert preset(name) is PRESETS[preset_name]
+
+
+def test_llama_33_70b_preset() -> None:
+    assert preset("Llama-3.3-70B").bytes_per_token() == 2 * 8 * 128 * 80 * 2  # 320 KiB
+
+
+def test_round_tokens_to_the_engine_granularity() -> None:
+    assert chunksize.DEFAULT_MULTIPLE == 16
+    assert round_tokens(73) == 64
+    assert round_tokens(32) == 32
+    assert round_tokens(8) == 16  # never below one block: the smallest chunk there is
+    assert round_tokens(73, 1) == 73
+    with pytest.raises(ValueError, match="tokens >= 1"):
+        round_tokens(0)
+
+
+def write_config(directory: Path, **fields: object) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.json"
+    path.write_text(json.dumps(fields))
+    return path
+
+
+def test_from_hf_config_reads_any_model(tmp_path: Path) -> None:
+    # Mistral-7B-Instruct-v0.3's published config.json (the fields that matter).
+    path = write_config(
+        tmp_path / "Mistral-7B-Instruct-v0.3",
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        hidden_size=4096,
+        torch_dtype="bfloat16",
+    )
+    dims = from_hf_config(path)
+    assert (dims.name, dims.layers, dims.kv_heads, dims.head_dim) == (
+        "Mistral-7B-Instruct-v0.3", 32, 8, 128,
+    )  # fmt: skip
+    assert from_hf_config(path.parent) == dims  # the model directory works too
+    assert dims.bytes_per_token() == preset("Mistral-7B-v0.3").bytes_per_token()
+
+
+def test_from_hf_config_defaults_and_nesting(tmp_path: Path) -> None:
+    # No num_key_value_heads: every attention head has its own K/V (no GQA).
+    mha = from_hf_config(write_config(tmp_path / "a", num_hidden_layers=2, num_attention_heads=4,
+                                      hidden_size=256))  # fmt: skip
+    assert (mha.kv_heads, mha.head_dim) == (4, 64)
+    # Multimodal models keep the language model's numbers under text_config.
+    nested = from_hf_config(write_config(
+        tmp_path / "b", text_config={"num_hidden_layers": 3, "num_attention_heads": 8,
+                                     "num_key_value_heads": 2, "head_dim": 96},
+    ))  # fmt: skip
+    assert (nested.layers, nested.kv_heads, nested.head_dim) == (3, 2, 96)
+
+
+def test_from_hf_config_refuses_what_it_cannot_compute(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="latent attention"):
+        from_hf_config(write_config(tmp_path / "mla", num_hidden_layers=61, kv_lora_rank=512))
+    with pytest.raises(ValueError, match="lacks num_hidden_layers"):
+        from_hf_config(write_config(tmp_path / "partial", num_attention_heads=8))
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        from_hf_config(write_config(tmp_path / "bad", num_hidden_layers="32"))
+    with pytest.raises(ValueError, match="cannot read"):
+        from_hf_config(tmp_path / "missing.json")
+    (tmp_path / "junk.json").write_text("not json")
+    with pytest.raises(ValueError, match="is not a JSON file"):
+        from_hf_config(tmp_path / "junk.json")

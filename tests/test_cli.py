@@ -28,6 +28,7 @@ from respkv._options import ConnectionOptions
 from respkv._server import LocalServer, free_port
 from respkv.cli import main
 from respkv.cli._measure import BenchConfig, bench_keys, first_mismatch, make_chunks, verify
+from respkv.cli._target import SERVER_ENV
 from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD
 
 #: Flags for a tiny but complete bench run: 6 chunks of 256 KiB over 2 workers.
@@ -42,9 +43,17 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
+@pytest.fixture(autouse=True)
+def no_server_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's exported RESPKV_URL must not change what these tests talk to."""
+    for name in SERVER_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 def child_env() -> dict[str, str]:
-    """The environment for a child ``python -m respkv`` running this same package."""
-    env = dict(os.environ)
+    """The environment for a child ``python -m respkv`` running this same package (no
+    variable that names a server: the child must start its own)."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV}
     root = str(Path(respkv.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env

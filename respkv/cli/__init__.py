@@ -16,6 +16,9 @@ Exit status, the same for every subcommand:
 * 2: bad usage (flags, URL, an unavailable forced backend, matplotlib missing);
 * 3: no server (cannot connect or authenticate, no server binary to start one, the
   port of ``respkv server`` taken).
+
+``respkv server`` also ends with 1 when its server exits by itself, and with 0 after
+Ctrl-C or SIGTERM. ``respkv --version`` prints the version.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from respkv import __version__
 from respkv.cli import bench, chunk_size, doctor, server, sweep
 from respkv.cli._common import (
     EXIT_FAILED,
@@ -54,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "With no command: print the backend in use and why.",
         epilog="exit status: 0 ok, 1 run failed (keys or verification), 2 usage, 3 no server",
     )
+    parser.add_argument("--version", action="version", version=f"respkv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (bench, sweep, server, chunk_size, doctor):
         module.add_parser(sub)

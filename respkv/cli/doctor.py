@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, Final
 
 from respkv._options import ConnectionOptions
 from respkv.cli._common import EXIT_OK, EXIT_UNAVAILABLE, CliError
-from respkv.cli._target import PREFLIGHT_TIMEOUT, add_server_flags, info, options_from_args, version
+from respkv.cli._target import (
+    PREFLIGHT_TIMEOUT,
+    add_server_flags,
+    connect_failure,
+    info,
+    named_by,
+    options_from_args,
+    version,
+)
 
 __all__ = ["add_parser", "cmd_doctor"]
 
@@ -23,19 +31,43 @@ def add_parser(sub: Any) -> None:
         "doctor",
         help="backend, server version and settings, with tuning advice",
         description="Report the backend in use and why, the server's version, io-threads, "
-        "maxmemory and policy, persistence, and advice from docs/performance.md.",
+        "maxmemory and policy, persistence, advice for each, and the tuning guide.",
     )
     add_server_flags(p, embedded=False)
     p.set_defaults(func=cmd_doctor)
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from respkv import resp2
-    from respkv._admin import AdminConnection
-    from respkv._backend import select_backend
-    from respkv.errors import ReplyError
+#: The tuning guide's points, printed by ``doctor`` itself: a pip install has no docs/
+#: folder to point to (docs/performance.md in the source tree has the measurements).
+TUNING_GUIDE: Final = (
+    "chunks of 1-4 MiB: GETs of 8 MiB and more collapse on Redis/Valkey, and below "
+    "1 MiB per-request costs dominate ('respkv chunk-size --model NAME' gives the "
+    "tokens per chunk)",
+    "workers: 4-8 to start; measure on the real host with "
+    "'respkv sweep --workers 2,4,8,16 --chunk-mb 2,4'",
+    "server: persistence off (--save '' --appendonly no), a maxmemory with a policy "
+    "(allkeys-lru lets the server evict), io-threads about one per four cores (at most 4, "
+    "none below 8 cores)",
+    "client: preallocate the GET buffers and reuse them (zero copy), and use the native "
+    "backend, whose I/O runs without the GIL",
+)
+#: The server settings ``doctor`` reads with ``CONFIG GET``.
+SETTINGS: Final = (
+    "io-threads",
+    "io-threads-do-reads",
+    "maxmemory",
+    "maxmemory-policy",
+    "save",
+    "appendonly",
+)
 
-    advice: list[str] = []
+
+def _backend_advice() -> list[str]:
+    """Print the backend in use and why; return advice about it."""
+    from respkv import resp2
+    from respkv._backend import select_backend
+
+    advice = []
     try:
         backend = select_backend()
         print(f"Backend: {backend.name} ({backend.reason})")
@@ -49,38 +81,42 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         advice.append("fix RESPKV_BACKEND (auto, python or native)")
     print(f"hiredis: {'available' if resp2.hiredis_available() else 'not installed'}")
     print(f"Client CPU cores: {os.cpu_count()}")
+    return advice
 
-    options = options_from_args(args, default=True)
-    assert options is not None
+
+def _read_server(
+    args: argparse.Namespace, options: ConnectionOptions
+) -> tuple[dict[str, str], dict[str, str], dict[str, str], str | None]:
+    """INFO server, INFO memory, the :data:`SETTINGS` and why CONFIG GET was refused."""
+    from respkv._admin import AdminConnection
+    from respkv.errors import ReplyError
+
     try:
         admin = AdminConnection(options, timeout=PREFLIGHT_TIMEOUT)
     except ReplyError as exc:
         raise CliError(f"server at {options.address} refused us: {exc}", EXIT_UNAVAILABLE) from None
     except OSError as exc:
-        raise CliError(
-            f"cannot connect to {options.address}: {exc} (pass --host/--port or --url)",
-            EXIT_UNAVAILABLE,
-        ) from None
+        # The hint only where no server was named: the default 127.0.0.1:6379 was tried.
+        hint = "" if named_by(args) else " (pass --host/--port or --url to name a server)"
+        raise CliError(connect_failure(options, exc) + hint, EXIT_UNAVAILABLE) from None
     with admin:
-        server = info(admin, "server")
-        memory = info(admin, "memory")
+        server, memory = info(admin, "server"), info(admin, "memory")
         config: dict[str, str] = {}
-        refused = None
-        for name in (
-            "io-threads",
-            "io-threads-do-reads",
-            "maxmemory",
-            "maxmemory-policy",
-            "save",
-            "appendonly",
-        ):
+        for name in SETTINGS:
             try:
                 reply = admin.command("CONFIG", "GET", name)
             except ReplyError as exc:
-                refused = str(exc)
-                break
+                return server, memory, config, str(exc)
             if len(reply) >= 2:
                 config[name] = reply[1].decode("utf-8", "replace")
+    return server, memory, config, None
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    advice = _backend_advice()
+    options = options_from_args(args, default=True)
+    assert options is not None
+    server, memory, config, refused = _read_server(args, options)
     print(
         f"Server: {options.address}: {version(server)} "
         f"({server.get('redis_mode', 'standalone')}, {server.get('os', '?')})"
@@ -92,7 +128,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print("Advice:" if advice else "Advice: none, the settings match the tuning guide")
     for line in advice:
         print(f"  - {line}")
-    print("Tuning guide: docs/performance.md")
+    print("Tuning guide:")
+    for line in TUNING_GUIDE:
+        print(f"  - {line}")
     return EXIT_OK
 
 
