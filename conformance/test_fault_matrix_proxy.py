@@ -342,9 +342,9 @@ def test_cancel_while_stalled(proxied: Open, fault_proxy: FaultProxy) -> None:
     _store(conn, keys, BIG)
     fault_proxy.stall()
     out = [poisoned(BIG) for _ in keys]
+    sent = fault_proxy.forwarded("requests")
     bid = conn.submit_batch_get(keys, out)
     # Bounded wait until the first request has reached the proxy: it is in flight.
-    sent = fault_proxy.forwarded("requests")
     deadline = time.monotonic() + PROMPT
     while fault_proxy.forwarded("requests") == sent and time.monotonic() < deadline:
         time.sleep(0.005)
