@@ -17,13 +17,15 @@
 
 Buffer lifetime, made explicit. The engine takes raw pointers into the caller's buffers.
 Each batch's memoryviews are registered in ``_views`` under a lock held across
-``Engine.submit`` and released in exactly two places, each after the engine has let go
-of them: when the batch's completion is drained (a worker never touches a batch after
-queuing its completion), and in :func:`_release`, the connector's finalizer, which
-closes the engine (joining its workers) *before* it clears the views. The finalizer
-(``weakref.finalize``) holds the engine and the views itself, so the order does not
-depend on how Python tears the object's ``__dict__`` down. ``close()`` leaves the views
-of batches not drained yet alone: their completions can still be drained.
+``Engine.submit`` and released only once the engine has let go of them: when the batch's
+completion is drained (a worker never touches a batch after queuing its completion), or
+after the engine is closed (its workers joined). ``close()`` closes the engine first
+and leaves the views of batches not drained yet in place, their completions can still be
+drained, until the connector goes. A connector dropped without ``close()`` is finished
+by :func:`_release` (``weakref.finalize``), which holds the engine and the views itself
+and closes the engine *before* it clears the views, so the order never depends on how
+Python tears the object's ``__dict__`` down; it warns (``ResourceWarning``) as an
+unclosed socket does, like the pure connector.
 
 Fork. The connector records the pid that opened it; in another process every method
 but ``close()`` raises :class:`~respkv.errors.ForkedError`, and ``close()`` (like the
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Sequence
 from typing import Any, Final
@@ -112,11 +115,14 @@ def engine_config(options: ConnectionOptions) -> dict[str, Any]:
     }
 
 
-def _release(engine: Any, views: dict[int, list[memoryview]]) -> None:
-    """The connector's finalizer: stop the engine (workers joined, GIL released), and
-    only then let go of the buffers it may have pointed into."""
+def _release(pid: int, engine: Any, views: dict[int, list[memoryview]]) -> None:
+    """The finalizer of a connector dropped without ``close()``: stop the engine (workers
+    joined, GIL released), only then let go of the buffers it may have pointed into, and
+    warn. In a fork child the engine only closes its descriptors, silently."""
     engine.close()
     views.clear()
+    if os.getpid() == pid:
+        warnings.warn("unclosed NativeConnector", ResourceWarning, stacklevel=2)
 
 
 class NativeConnector:
@@ -132,7 +138,7 @@ class NativeConnector:
         self._closed = False
         self._views: dict[int, list[memoryview]] = {}
         self._engine = _core.Engine(engine_config(options))
-        self._finalizer = weakref.finalize(self, _release, self._engine, self._views)
+        self._finalizer = weakref.finalize(self, _release, self._pid, self._engine, self._views)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -244,13 +250,17 @@ class NativeConnector:
         return make_completion(batch_id, _OPS[op], statuses, failures)
 
     def close(self) -> None:
-        """Idempotent: no new work; unsent keys finish CANCELLED (kind CLOSED); joins the
-        workers. In a fork child it only closes the descriptors the child inherited."""
+        """Idempotent: no new work; every key not finished ends CANCELLED (kind CLOSED,
+        connections with keys in flight dropped); joins the workers. In a fork child it
+        only closes the descriptors the child inherited."""
         if os.getpid() != self._pid:
             # No lock here: a parent thread may have held it at the fork, forever.
             self._closed = True
             self._engine.close()
+            self._finalizer.detach()
             return
         with self._lock:
             self._closed = True
         self._engine.close()
+        # Closed: the views may go with the connector, in any order; no warning.
+        self._finalizer.detach()

@@ -20,6 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 import pytest
 
 from respkv import ConnectionOptions, ErrorKind, KeyStatus, Op, TLSOptions, resp2
-from respkv._admin import handshake_commands
+from respkv._admin import AdminConnection, handshake_commands
 from respkv._contract import CONTRACT_VERSION
 from respkv._faultproxy import FaultProxy
 from respkv._options import MAX_TIMEOUT
@@ -181,7 +182,7 @@ def test_unclosed_connector_releases_buffers_after_its_engine(
 ) -> None:
     """A connector dropped unclosed with a GET in flight: its finalizer closes the engine
     (workers joined) before the buffer is let go, so the buffer stays alive exactly as
-    long as a worker could write into it, and then goes."""
+    long as a worker could write into it, and then goes, with a ResourceWarning."""
     opts = redis_options.replace(
         host=fault_proxy.host, port=fault_proxy.port, num_workers=1, op_timeout=0.5
     )
@@ -195,10 +196,11 @@ def test_unclosed_connector_releases_buffers_after_its_engine(
     gc.collect()
     assert alive() is not None
     engine = conn._engine
-    del conn
-    gc.collect()  # the finalizer: engine.close() (bounded by op_timeout), then the views
+    with pytest.warns(ResourceWarning, match="unclosed NativeConnector"):
+        del conn
+        gc.collect()  # the finalizer: engine.close() (it ends the GET), then the views
     assert alive() is None, "the finalizer must release the views"
-    assert engine.drain()[0][3][0][1] == int(ErrorKind.TIMED_OUT), "the GET ended by timeout"
+    assert engine.drain()[0][3][0][1] == int(ErrorKind.CLOSED), "the GET ended by close"
     fault_proxy.unstall()
 
 
@@ -228,6 +230,40 @@ def test_event_fd_coalesced_and_reset_by_drain(
             conn.submit_batch_exists(["late"])
     finally:
         conn.close()
+
+
+def test_dropping_an_engine_releases_the_gil_while_it_joins(
+    core: ModuleType, redis_options: ConnectionOptions
+) -> None:
+    """The last reference to an Engine goes: its destructor joins the workers with the
+    GIL released, so other Python threads run meanwhile. A worker that is slow to exit
+    (the engine's test hook: 0.5 s, standing for a blocking getaddrinfo that close()
+    cannot interrupt) makes the join long enough to see it."""
+    from respkv._native import engine_config
+
+    config = engine_config(redis_options.replace(num_workers=1)) | {"test_exit_delay": 0.5}
+    engine = core.Engine(config)
+    counted = [0]
+    stop = threading.Event()
+
+    def count() -> None:
+        while not stop.is_set():
+            counted[0] += 1
+            time.sleep(0.001)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        before = counted[0]
+        start = time.monotonic()
+        del engine  # no close() first: the destructor closes and joins
+        joined = time.monotonic() - start
+        during = counted[0] - before
+    finally:
+        stop.set()
+        counter.join()
+    assert joined >= 0.4, f"the destructor returned after {joined:.2f} s: nothing was joined"
+    assert during >= 10, f"another thread ran {during} times in {joined:.2f} s: GIL held"
 
 
 def test_engine_refuses_work_after_close(core: ModuleType) -> None:
@@ -284,6 +320,29 @@ def test_tls_many_small_replies_and_large_values(
         g = wait_for(conn, conn.submit_batch_get(["tls-big:0", "tls-big:1"], out))
         assert g.ok, g.error
         assert all(np.array_equal(o, big) for o in out)
+    finally:
+        conn.close()
+
+
+def test_tls_context_is_made_once_per_engine(
+    core: ModuleType, tls_options: ConnectionOptions, tmp_path: Path
+) -> None:
+    """The CA file is read when the engine first connects, not on every reconnect: with
+    the file gone, a connection killed by the server is made again."""
+    if not core.SUPPORTS_TLS:
+        pytest.skip("this native build has no TLS (OpenSSL was not found at build time)")
+    assert tls_options.tls is not None and tls_options.tls.ca_file is not None
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(Path(tls_options.tls.ca_file).read_bytes())
+    opts = tls_options.replace(num_workers=1, tls=replace(tls_options.tls, ca_file=str(ca)))
+    conn = _native(opts)
+    try:
+        assert wait_for(conn, conn.submit_batch_set(["ctx:a"], [b"v"])).ok
+        ca.unlink()
+        with AdminConnection(tls_options) as admin:
+            assert admin.command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
+        c = wait_for(conn, conn.submit_batch_exists(["ctx:a"]))
+        assert c.statuses == (KeyStatus.OK,), c.failures
     finally:
         conn.close()
 
@@ -414,9 +473,8 @@ def test_worker_survives_an_exception_and_fails_what_it_held(
 
     opts = redis_options.replace(num_workers=1)
     conn = NativeConnector(opts)
-    config = engine_config(opts) | {"test_throw_at_reply": 3}
-    conn._engine.close()
-    conn._engine = core.Engine(config)
+    conn._engine.close()  # replaced by one with the test hook
+    conn._engine = core.Engine(engine_config(opts) | {"test_throw_at_reply": 3})
     try:
         c = wait_for(conn, conn.submit_batch_exists([f"ba:{i}" for i in range(10)]))
         assert c.statuses[:2] == (KeyStatus.MISS,) * 2
@@ -427,7 +485,7 @@ def test_worker_survives_an_exception_and_fails_what_it_held(
         c = wait_for(conn, conn.submit_batch_exists(["ba:0", "ba:1"]))
         assert c.statuses == (KeyStatus.MISS,) * 2, c.failures
     finally:
-        conn._engine.close()
+        conn.close()
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 
 16 submitting threads share one connector with 8 workers and push 10,000 small batches
 through it (SET, GET, EXISTS, DELETE on keys of their own, each checked); a drainer
-thread files completions as the event fd signals them. Then submitters race ``close``.
-Every wait is bounded; nothing sleeps to synchronise.
+thread files completions as the event fd signals them. Then submitters race ``close``,
+and ``cancel`` races the workers finishing the very batches it cancels. Every wait is
+bounded; nothing sleeps to synchronise.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from respkv import Completion, ConnectionOptions, KeyStatus
+from respkv import Completion, ConnectionOptions, ErrorKind, KeyStatus
 from respkv._backend import load_native
 from respkv.errors import ConnectionClosedError
 
@@ -180,3 +181,47 @@ def test_submitters_race_close(core: ModuleType, redis_options: ConnectionOption
     assert sorted(seen) == sorted(submitted), "every accepted batch completes exactly once"
     allowed = {KeyStatus.MISS, KeyStatus.CANCELLED}
     assert all(set(c.statuses) <= allowed for c in seen.values())
+
+
+def test_cancel_races_completion(core: ModuleType, redis_options: ConnectionOptions) -> None:
+    """Each thread submits GETs and cancels every other one at once. A cancel that wins
+    ends keys CANCELLED (dropping the connection, so other threads' keys in flight there
+    end ABORTED); one that loses returns False; either way every batch completes exactly
+    once, and every key reported OK holds its own value."""
+    from respkv._native import NativeConnector
+
+    conn = NativeConnector(redis_options.replace(num_workers=4))
+    done = _Completions(conn)
+    rounds = 60
+    values = {f"cr:{k}": b"%d" % k * 50 for k in range(40)}
+    assert done.wait(conn.submit_batch_set(list(values), list(values.values()))).ok
+    cancelled = [0]
+    lock = threading.Lock()
+
+    def submitter(t: int) -> None:
+        for r in range(rounds):
+            keys = [f"cr:{(t * 7 + r + k) % 40}" for k in range(5)]
+            out = [bytearray(len(values[k])) for k in keys]
+            bid = conn.submit_batch_get(keys, out)
+            if r % 2 and conn.cancel(bid):
+                with lock:
+                    cancelled[0] += 1
+            c = done.wait(bid)
+            for key, buf, status, f in zip(keys, out, c.statuses, c.failures):
+                if status is KeyStatus.OK:
+                    assert bytes(buf) == values[key]
+                elif status is KeyStatus.CANCELLED:
+                    assert f is not None and f.kind is ErrorKind.CANCELLED
+                else:
+                    assert status is KeyStatus.IO_ERROR, (status, f)
+                    assert f is not None and f.kind is ErrorKind.ABORTED, f
+            assert conn.cancel(bid) is False, "a drained batch cannot be cancelled"
+
+    try:
+        errors = _run_threads(submitter, 8)
+    finally:
+        conn.close()
+        done.stop()
+    assert not errors, errors[:3]
+    assert done.duplicates == []
+    assert cancelled[0] > 0, "no cancel ever won the race"

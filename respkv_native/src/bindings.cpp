@@ -197,6 +197,7 @@ EnginePtr make_engine(const py::dict& c) {
   if (c.contains("test_throw_at_reply")) {
     o.test_throw_at_reply = c["test_throw_at_reply"].cast<std::uint64_t>();
   }
+  if (c.contains("test_exit_delay")) o.test_exit_delay = c["test_exit_delay"].cast<double>();
   return EnginePtr(new Engine(std::move(o)));
 }
 

@@ -18,9 +18,10 @@
 // completion eventfd is written once per drain (coalesced); `drain()` reads it back
 // before it takes the queue, under the same lock.
 //
-// Close. `close()` is idempotent: no new batches; keys not sent yet finish CLOSED; keys
-// in flight finish normally, bounded by their deadline; the workers are joined; the
-// event fd is left readable so waiters wake. Completions can still be drained.
+// Close. `close()` is idempotent: no new batches; every key not finished ends CLOSED
+// (connections with keys in flight are dropped, so it returns promptly whatever the
+// server does); the workers are joined; the event fd is left readable so waiters wake.
+// Completions can still be drained.
 //
 // Fork. The engine remembers the pid that made it. In any other process (a fork child)
 // its worker threads do not exist and its locks may have been held at the fork by a
@@ -62,6 +63,9 @@ struct EngineOptions {
   // Test hook (tests/test_native_engine.py): each worker throws std::bad_alloc when it
   // reads its n-th reply, to prove that an exception fails keys, not the process. 0: off.
   std::uint64_t test_throw_at_reply = 0;
+  // Test hook: each worker lingers this many seconds before it exits, standing for a
+  // call that close() cannot interrupt (a blocking getaddrinfo). 0: off.
+  double test_exit_delay = 0.0;
 };
 
 class Worker;

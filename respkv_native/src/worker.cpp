@@ -73,6 +73,7 @@ void Worker::run() {
     }
   }
   drop_connection();
+  if (opt_.test_exit_delay > 0) std::this_thread::sleep_for(seconds(opt_.test_exit_delay));
 }
 
 // One round; false when the worker is done (closing, nothing left).
@@ -80,10 +81,13 @@ bool Worker::step() {
   pull_inbox();
   const bool closing = engine_.closing();
   if (closing) {
-    // Every submit that got in before close is in the inbox by now.
+    // Every submit that got in before close is in the inbox by now. Everything ends
+    // now, kind CLOSED, the keys in flight too (their connection is dropped): a stalled
+    // server must not hold close() for op_timeout.
     pull_inbox();
     Failure closed;
     closed.kind = ErrorKind::Closed;
+    if (!inflight_.empty()) fail_inflight(closed, false);
     fail_unsent(closed);
   }
   end_batches(Clock::now());

@@ -24,8 +24,8 @@
 //     then the connection is made again for what follows (no backoff: nothing failed).
 //     Dropping is what makes the buffer promise hold: once a batch completes no request
 //     of it is left on the wire, so no late reply is ever written into its buffers;
-//   * close(): unsent keys end CLOSED; keys in flight finish normally, bounded by their
-//     op_timeout;
+//   * close(): every key not finished ends CLOSED, the keys in flight too (the
+//     connection is dropped, so a stalled server cannot hold close());
 //   * an exception (std::bad_alloc, ...): every key the worker holds fails INTERNAL with
 //     the exception's text, the connection is dropped, and the worker goes on.
 //
