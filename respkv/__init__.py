@@ -12,7 +12,8 @@ Quick use::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import TYPE_CHECKING, Any, Final
 
 from respkv._backend import BackendInfo, open_connector, select_backend
 from respkv._contract import (
@@ -77,6 +78,13 @@ def connect(source: Any = None, *, backend: str | None = None, **overrides: Any)
     return Client(resolve(source, **overrides), backend=backend)
 
 
+#: Submodules loaded on first attribute access, so that ``import respkv`` stays cheap and
+#: ``respkv.aio.connect`` or ``respkv.config.load`` work without importing them first.
+_LAZY_SUBMODULES: Final = frozenset(
+    {"aio", "chunksize", "client", "cluster", "compat", "config", "eviction", "kvstore", "resp2"}
+)
+
+
 def __getattr__(name: str) -> Any:
     if name == "backend":
         info = select_backend()
@@ -86,4 +94,10 @@ def __getattr__(name: str) -> Any:
         from respkv.client import Client
 
         return Client
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"respkv.{name}")
     raise AttributeError(f"module 'respkv' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_LAZY_SUBMODULES})
