@@ -196,8 +196,8 @@ def test_unclosed_connector_releases_buffers_after_its_engine(
     gc.collect()
     assert alive() is not None
     engine = conn._engine
+    del conn
     with pytest.warns(ResourceWarning, match="unclosed NativeConnector"):
-        del conn
         gc.collect()  # the finalizer: engine.close() (it ends the GET), then the views
     assert alive() is None, "the finalizer must release the views"
     assert engine.drain()[0][3][0][1] == int(ErrorKind.CLOSED), "the GET ended by close"
