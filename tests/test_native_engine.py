@@ -196,9 +196,10 @@ def test_unclosed_connector_releases_buffers_after_its_engine(
     gc.collect()
     assert alive() is not None
     engine = conn._engine
-    del conn
+    # The last reference: the finalizer runs, engine.close() (ending the GET), the views.
     with pytest.warns(ResourceWarning, match="unclosed NativeConnector"):
-        gc.collect()  # the finalizer: engine.close() (it ends the GET), then the views
+        del conn
+    gc.collect()
     assert alive() is None, "the finalizer must release the views"
     assert engine.drain()[0][3][0][1] == int(ErrorKind.CLOSED), "the GET ended by close"
     fault_proxy.unstall()
