@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from respkv._cluster.options import ClusterOptions, format_address, parse_address
 from respkv._options import ConnectionOptions, TLSOptions
@@ -391,8 +391,6 @@ def parse_url(url: str) -> dict[str, Any]:
         port = parts.port
     except ValueError:
         raise _bad_authority(url, shown) from None
-    if port == 0 or (not parts.hostname and _userinfo_misplaced(url)):
-        raise _bad_authority(url, shown)
     if scheme not in SCHEMES:
         raise ConfigError(
             f"unsupported URL scheme {scheme!r} in {shown!r}; "
@@ -409,18 +407,27 @@ def parse_url(url: str) -> dict[str, Any]:
             raise ConfigError(f"URL {shown!r} names no socket path (resp+unix:///path/to/sock)")
         raw["unix_path"] = unquote(parts.path)
     else:
-        if parts.hostname:
-            raw["host"] = unquote(parts.hostname)
-        if port is not None:
-            raw["port"] = port
-        db_text = parts.path.strip("/")
-        if db_text:
-            if not db_text.isdigit():
-                if _userinfo_misplaced(url):
-                    raise ConfigError(f"invalid URL {shown!r}: {_USERINFO_HINT}")
-                raise ConfigError(f"URL {shown!r}: the path must be a database number, like /0")
-            raw["db"] = int(db_text)
+        raw.update(_server_address(parts, port, url, shown))
     return _add_query(raw, parts.query, tls, shown)
+
+
+def _server_address(parts: SplitResult, port: int | None, url: str, shown: str) -> dict[str, Any]:
+    """Host, port and database of a server URL; a malformed one named by its cause."""
+    if port == 0 or (not parts.hostname and _userinfo_misplaced(url)):
+        raise _bad_authority(url, shown)
+    raw: dict[str, Any] = {}
+    if parts.hostname:
+        raw["host"] = unquote(parts.hostname)
+    if port is not None:
+        raw["port"] = port
+    db_text = parts.path.strip("/")
+    if db_text:
+        if not db_text.isdigit():
+            if _userinfo_misplaced(url):
+                raise ConfigError(f"invalid URL {shown!r}: {_USERINFO_HINT}")
+            raise ConfigError(f"URL {shown!r}: the path must be a database number, like /0")
+        raw["db"] = int(db_text)
+    return raw
 
 
 def _add_query(raw: dict[str, Any], query_text: str, tls: bool, shown: str) -> dict[str, Any]:

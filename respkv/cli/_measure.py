@@ -294,6 +294,39 @@ class _Run:
             self.get.mismatched_keys, self.get.first_mismatch = bad, mismatch
         return bad, result.error or mismatch
 
+    def round(
+        self,
+        index: int,
+        keys: list[str],
+        src: list[bytearray],
+        dst: list[bytearray],
+        *,
+        with_exists: bool,
+    ) -> None:
+        """Round ``index`` (warmups first): SET, GET (verified) and EXISTS as steps."""
+        cfg, client = self.config, self.client
+        timed = index >= cfg.warmup
+        label = (
+            f"run {index - cfg.warmup + 1}/{cfg.repeat}"
+            if timed
+            else f"warmup {index + 1}/{cfg.warmup}"
+        )
+        elapsed = self.phase(label, "SET", partial(client.batch_set, keys, src), self.check_set)
+        if timed:
+            self.set.seconds.append(elapsed)
+        zero = bytes(cfg.chunk_bytes)
+        for buf in dst:  # zeroed (untimed): a GET that writes nothing cannot pass on old bytes
+            buf[:] = zero
+        check_get = partial(self.check_get, src, dst)
+        elapsed = self.phase(label, "GET", partial(client.batch_get, keys, dst), check_get)
+        if timed:
+            self.get.seconds.append(elapsed)
+        if with_exists:
+            check = partial(self.check_exists, timed)
+            elapsed = self.phase(label, "EXISTS", partial(client.batch_exists, keys), check)
+            if timed:
+                self.exists.seconds.append(elapsed)
+
     def check_delete(self, result: BatchResult) -> _Outcome:
         return len(result.failed), result.error
 
@@ -334,39 +367,9 @@ def run_bench(
     dst = dst if dst is not None else [bytearray(config.chunk_bytes) for _ in range(n)]
     if not len(src) == len(keys) == len(dst) == n:
         raise ValueError("chunks, keys and dst must each have num_keys entries")
-    rounds = config.warmup + config.repeat
-    zero = bytes(config.chunk_bytes)
     try:
-        for r in range(rounds):
-            timed = r >= config.warmup
-            label = (
-                f"run {r - config.warmup + 1}/{config.repeat}"
-                if timed
-                else f"warmup {r + 1}/{config.warmup}"
-            )
-            for stats, op, work, check in (
-                (run.set, "SET", partial(client.batch_set, keys, src), run.check_set),
-                (
-                    run.get,
-                    "GET",
-                    partial(client.batch_get, keys, dst),
-                    partial(run.check_get, src, dst),
-                ),
-                (
-                    run.exists,
-                    "EXISTS",
-                    partial(client.batch_exists, keys),
-                    partial(run.check_exists, timed),
-                ),
-            ):
-                if op == "EXISTS" and not with_exists:
-                    continue
-                if op == "GET":  # zeroed (untimed): a GET that writes nothing cannot pass
-                    for buf in dst:
-                        buf[:] = zero
-                elapsed = run.phase(label, op, work, check)
-                if timed:
-                    stats.seconds.append(elapsed)
+        for r in range(config.warmup + config.repeat):
+            run.round(r, keys, src, dst, with_exists=with_exists)
     finally:
         run.phase("", "DELETE", partial(cleanup, client, keys), run.check_delete)
     # The worst timed run counts; without EXISTS there is nothing to find missing.
