@@ -158,6 +158,11 @@ class Connection:
         self.sock: socket.socket | None = None
         self.reader = Reader()
         self.phase = _CLOSED
+        #: True once the connection is open and hand-shaken (``phase`` is READY): an
+        #: attribute, not a property, because the worker reads it on every round.
+        self.ready = False
+        #: A TLS connection (whose decrypted bytes may wait unannounced).
+        self.tls = tls is not None
         #: Bytes written on this connection, for ``Failure.in_flight`` of its keys.
         self.sent = 0
         #: Monotonic time by which the connection must be ready (connect_timeout).
@@ -169,10 +174,6 @@ class Connection:
         self._hello_names: list[str] = []
 
     # -- opening -------------------------------------------------------------------
-
-    @property
-    def ready(self) -> bool:
-        return self.phase == _READY
 
     def begin(self, now: float) -> None:
         """Start connecting; raises :class:`Dropped` when it fails at once."""
@@ -288,7 +289,7 @@ class Connection:
     def _start_hello(self) -> None:
         cmds = handshake_commands(self._opt)
         if not cmds:
-            self.phase = _READY
+            self._set_ready()
             return
         self._hello_names = [str(c[0]) for c in cmds]
         payload = b"".join(bytes(memoryview(p)) for c in cmds for p in pack_command(*c))
@@ -318,7 +319,7 @@ class Connection:
                 raise Dropped(
                     self._failure(ErrorKind.HANDSHAKE_FAILED, reply=str(reply), detail=name)
                 )
-        self.phase = _READY
+        self._set_ready()
 
     # -- requests and replies ------------------------------------------------------
 
@@ -376,13 +377,18 @@ class Connection:
 
     def has_pending(self) -> bool:
         """TLS: decrypted bytes wait in the TLS object (the socket may not be readable)."""
-        return self._tls is not None and self.sock is not None and self.sock.pending() > 0  # type: ignore[attr-defined]
+        return self.tls and self.sock is not None and self.sock.pending() > 0  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.phase = _CLOSED
+        self.ready = False
         self._close_socket()
 
     # -- internals -----------------------------------------------------------------
+
+    def _set_ready(self) -> None:
+        self.phase = _READY
+        self.ready = True
 
     def _close_socket(self) -> None:
         sock, self.sock = self.sock, None

@@ -195,7 +195,8 @@ class Worker(threading.Thread):
                 self._opening(conn, now)
             else:
                 try:
-                    self._admit(now)
+                    if self._pending:
+                        self._admit(now)
                     self._pump(conn)
                 except Dropped as exc:
                     self._drop(exc.failure)
@@ -395,7 +396,7 @@ class Worker(threading.Thread):
 
     def _pump(self, conn: Connection) -> None:
         """One round of I/O: wait for readiness (bounded by the head's deadline)."""
-        if conn.has_pending():  # TLS: decrypted bytes the socket will not announce
+        if conn.tls and conn.has_pending():  # TLS: decrypted bytes not announced
             self._on_readable(conn)
             return
         want = _READ | _WRITE if self._out else _READ
