@@ -202,8 +202,8 @@ def _torch_cpu_version(session: nox.Session) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         session.run(
-            "python", "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet",
-            "--report", str(report), LMCACHE_TORCH, silent=True,
+            "python", "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed",
+            "--quiet", "--report", str(report), LMCACHE_TORCH, silent=True,
         )  # fmt: skip
         items = json.loads(report.read_text())["install"]
     version = str(items[0]["metadata"]["version"]) if items else "?"

@@ -4,6 +4,11 @@ Contenders, each measured once per round in a rotated order (A B C ..., B C A ..
 
 * ``respkv native`` (when ``respkv_native`` loads) and ``respkv python``: one batch SET
   and one batch GET of all keys through :class:`respkv.client.Client`, 4 workers;
+* ``LMCache native``: LMCache's own C++ client (``lmcache.lmcache_redis`` from the
+  released wheel), when the ``lmcache`` package is installed and that extension loads
+  (it links libtorch: it is loaded here with the CPU torch build installed, never with
+  stand-in libraries); skipped with the reason printed otherwise. Same worker count;
+  every wait on it is bounded (it never completes a GET of a missing key);
 * ``redis-py``: redis-py with hiredis, one ``pipeline(transaction=False)`` per batch on
   one connection. Only ``execute()`` is timed; copying the returned ``bytes`` into the
   caller's buffers (which a KV cache needs) is left out, in redis-py's favour;
@@ -13,7 +18,10 @@ Contenders, each measured once per round in a rotated order (A B C ..., B C A ..
   redis-py (a pipeline of 1,000), and ``redis-benchmark -P 64 -c <workers>`` on the
   same 1,000 keys.
 
-Every GET is checked byte for byte (outside the timing). The ratios printed at the end
+Each round measures, per contender: SET to fresh keys (the keys deleted, untimed, just
+before), SET overwriting the same keys, and GET; plus the client process's CPU time
+(user + system, all threads) per GB moved (GB = 1e9 bytes) for SET and GET. Every GET is
+checked byte for byte (outside the timing). The ratios printed at the end
 are the targets the engine issues name; ``met`` / ``BELOW`` is information, the exit
 status is 0 either way (a benchmark is not a test).
 
@@ -23,8 +31,11 @@ Run: ``python -m benchmarks.side_by_side`` (``--help`` for the knobs).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
+import os
+import select
 import shutil
 import subprocess
 import sys
@@ -32,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 from benchmarks._common import (
     GIB,
@@ -40,6 +51,7 @@ from benchmarks._common import (
     Table,
     add_server_flags,
     check_equal,
+    flush,
     gib,
     machine,
     make_values,
@@ -164,6 +176,66 @@ def redis_py_available() -> bool:
     return True
 
 
+#: Longest wait for one LMCache batch: far above any batch here, so only a hang meets it.
+LMCACHE_WAIT_S: Final = 120.0
+
+
+class LMCacheContender(BulkContender):
+    """LMCache's own native client (``lmcache.lmcache_redis.LMCacheRedisClient``)."""
+
+    name = "LMCache native"
+
+    def __init__(self, module: Any, options: ConnectionOptions, workers: int) -> None:
+        self.client = module.LMCacheRedisClient(
+            options.host, options.port, workers, options.username, options.password
+        )
+        self._poll = select.poll()
+        self._poll.register(self.client.event_fd(), select.POLLIN)
+
+    def _wait(self, fid: int, what: str) -> tuple[bool, str, Any]:
+        deadline = time.monotonic() + LMCACHE_WAIT_S
+        while (left := deadline - time.monotonic()) > 0:
+            self._poll.poll(left * 1000)
+            for done, ok, error, results in self.client.drain_completions():
+                if done == fid:
+                    return ok, error, results
+        raise SystemExit(f"{self.name} {what} did not complete within {LMCACHE_WAIT_S:g} s")
+
+    def set(self, keys: Sequence[str], values: Sequence[bytearray]) -> None:
+        fid = self.client.submit_batch_set(list(keys), [memoryview(v) for v in values])
+        ok, error, _ = self._wait(fid, "SET")
+        if not ok:
+            raise SystemExit(f"{self.name} SET failed: {error}")
+
+    def get(self, keys: Sequence[str], out: Sequence[bytearray]) -> Callable[[], None]:
+        fid = self.client.submit_batch_get(list(keys), [memoryview(b) for b in out])
+        ok, error, results = self._wait(fid, "GET")
+        if not ok or not all(results):
+            raise SystemExit(f"{self.name} GET failed: {error or 'misses'}")
+        return lambda: None
+
+    def exists(self, keys: Sequence[str]) -> int:
+        ok, error, results = self._wait(self.client.submit_batch_exists(list(keys)), "EXISTS")
+        if not ok:
+            raise SystemExit(f"{self.name} EXISTS failed: {error}")
+        return sum(bool(r) for r in results)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def load_lmcache() -> Any:
+    """LMCache's ``lmcache_redis`` extension, or None with the reason printed."""
+    try:
+        module = importlib.import_module("lmcache.lmcache_redis")
+    except ImportError as exc:
+        print(f"(LMCache native skipped: lmcache.lmcache_redis does not load: {exc})")
+        return None
+    version = getattr(importlib.import_module("lmcache"), "__version__", "?")
+    print(f"(LMCache native: lmcache {version}, {os.path.basename(module.__file__ or '?')})")
+    return module
+
+
 # --------------------------------------------------------------------------- iperf3
 
 
@@ -255,7 +327,11 @@ class BulkResult:
     chunk_bytes: int
     num_keys: int
     set_s: dict[str, list[float]] = field(default_factory=dict)
+    fresh_s: dict[str, list[float]] = field(default_factory=dict)
     get_s: dict[str, list[float]] = field(default_factory=dict)
+    #: Client CPU seconds (process user + system) per sample, for SET (both) and GET.
+    set_cpu: dict[str, list[float]] = field(default_factory=dict)
+    get_cpu: dict[str, list[float]] = field(default_factory=dict)
     iperf3: list[float] = field(default_factory=list)
 
     @property
@@ -263,18 +339,34 @@ class BulkResult:
         return self.chunk_bytes * self.num_keys
 
     def rate(self, op: str, name: str) -> float:
-        samples = (self.set_s if op == "SET" else self.get_s).get(name, [])
+        """Bytes per second; ``op`` is SET (overwrite), SET_FRESH or GET."""
+        table = {"SET": self.set_s, "SET_FRESH": self.fresh_s, "GET": self.get_s}[op]
+        samples = table.get(name, [])
         return self.total / median(samples) if samples else float("nan")
+
+    def cpu_per_gb(self, op: str, name: str) -> float:
+        """Client CPU seconds per GB (1e9 bytes) for SET (fresh and overwrite) or GET."""
+        samples = (self.set_cpu if op == "SET" else self.get_cpu).get(name, [])
+        return median(samples) / (self.total / 1e9) if samples else float("nan")
 
     def ceiling(self) -> float:
         return median(self.iperf3) if self.iperf3 else float("nan")
 
 
+def timed_cpu(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall seconds and this process's CPU seconds (all threads) ``fn()`` took."""
+    c0 = time.process_time()
+    wall, result = timed(fn)
+    return wall, time.process_time() - c0, result
+
+
 def run_bulk(
     contenders: Sequence[BulkContender],
+    options: ConnectionOptions,
     iperf: Iperf3 | None,
     chunk_bytes: int,
     num_keys: int,
+    *,
     rounds: int,
 ) -> BulkResult:
     result = BulkResult(chunk_bytes, num_keys)
@@ -291,14 +383,19 @@ def run_bulk(
             if isinstance(who, Iperf3):
                 result.iperf3.append(who.measure())
                 continue
-            t_set, _ = timed(partial(who.set, keys, src))
+            flush(options)  # untimed: the next SET writes fresh keys
+            t_fresh, c_fresh, _ = timed_cpu(partial(who.set, keys, src))
+            t_set, c_set, _ = timed_cpu(partial(who.set, keys, src))
             for buf in dst:
                 buf[:] = zero
-            t_get, finish = timed(partial(who.get, keys, dst))
+            t_get, c_get, finish = timed_cpu(partial(who.get, keys, dst))
             finish()
             check_equal(src, dst, who.name)
+            result.fresh_s.setdefault(who.name, []).append(t_fresh)
             result.set_s.setdefault(who.name, []).append(t_set)
             result.get_s.setdefault(who.name, []).append(t_get)
+            result.set_cpu.setdefault(who.name, []).extend([c_fresh, c_set])
+            result.get_cpu.setdefault(who.name, []).append(c_get)
         print(f"  round {r + 1}/{rounds} done", file=sys.stderr)
     return result
 
@@ -405,6 +502,7 @@ def ratios(bulk: Sequence[BulkResult], ex: ExistsResult, workers: int) -> list[R
             out.append(
                 Ratio(f"{shape}: native {op} / redis-py {op}", native / b.rate(op, rpy), 5.0)
             )
+    out.extend(lmcache_ratios(bulk, ex))
     python_ops, native_ops = ex.rate("respkv python"), ex.rate("respkv native")
     out.append(Ratio("EXISTS 1000 keys: python ops/s", python_ops, 150_000, "ops/s"))
     out.append(Ratio(f"EXISTS: python / {rb}", python_ops / ex.rate(rb), 0.25))
@@ -413,11 +511,49 @@ def ratios(bulk: Sequence[BulkResult], ex: ExistsResult, workers: int) -> list[R
     return out
 
 
+def lmcache_ratios(bulk: Sequence[BulkResult], ex: ExistsResult) -> list[Ratio]:
+    """respkv against LMCache's own client (issue 13: >= 1.0x SET/GET, >= 4x EXISTS)."""
+    lm = LMCacheContender.name
+    if not ex.ops.get(lm):
+        return []
+    out: list[Ratio] = []
+    for b in bulk:
+        shape = f"{b.chunk_bytes / MIB:g} MiB x {b.num_keys}"
+        for backend in ("native", "python"):
+            for op in ("SET_FRESH", "SET", "GET"):
+                shown = {"SET_FRESH": "SET fresh", "SET": "SET overwrite"}.get(op, op)
+                value = b.rate(op, f"respkv {backend}") / b.rate(op, lm)
+                out.append(Ratio(f"{shape}: {backend} {shown} / LMCache", value, 1.0))
+    for backend in ("native", "python"):
+        value = ex.rate(f"respkv {backend}") / ex.rate(lm)
+        out.append(Ratio(f"EXISTS: {backend} / LMCache", value, 4.0))
+    return out
+
+
+def bulk_table(b: BulkResult, names: Sequence[str]) -> Table:
+    rows: list[Sequence[str]] = []
+    for name in names:
+        rows.append(
+            [
+                name,
+                gib(b.rate("SET_FRESH", name)),
+                gib(b.rate("SET", name)),
+                gib(b.rate("GET", name)),
+                f"{b.cpu_per_gb('SET', name):.3f}",
+                f"{b.cpu_per_gb('GET', name):.3f}",
+            ]
+        )
+    if b.iperf3:
+        rows.append(["iperf3 (1 stream, ceiling)", "-", gib(b.ceiling()), "-", "-", "-"])
+    header = ["contender", "SET fresh GiB/s", "SET overwrite GiB/s", "GET GiB/s"]
+    return Table([*header, "SET CPU-s/GB", "GET CPU-s/GB"], rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_server_flags(parser)
     parser.add_argument("--rounds", type=int, default=5, help="rounds per shape (default 5)")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="respkv workers (default 4)")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="workers (default 4)")
     parser.add_argument("--iperf-seconds", type=float, default=2.0, help="per iperf3 sample")
     parser.add_argument(
         "--shapes", default="4x100,1x400", help="CHUNK_MIBxKEYS,... (default 4x100,1x400)"
@@ -432,11 +568,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = machine()
         print(
             f"side by side on {info['cpus']} CPUs ({info['cpu_model']}), {version}, "
-            f"{args.workers} workers, {args.rounds} rounds, medians; GiB = 2^30 bytes"
+            f"{args.workers} workers, {args.rounds} rounds, medians; GiB = 2^30 bytes, "
+            "CPU-s/GB: client CPU seconds per 1e9 bytes"
         )
         contenders: list[BulkContender] = [
             RespkvContender(options, b, args.workers) for b in backends
         ]
+        lmcache = load_lmcache()
+        if lmcache is not None:
+            contenders.append(LMCacheContender(lmcache, options, args.workers))
         if redis_py_available():
             contenders.append(RedisPyContender(options))
         iperf = Iperf3(args.iperf_seconds).start() if shutil.which("iperf3") else None
@@ -446,7 +586,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             bulk = []
             for chunk_mib, keys in shapes:
                 print(f"{chunk_mib:g} MiB x {keys} keys ...", file=sys.stderr)
-                bulk.append(run_bulk(contenders, iperf, round(chunk_mib * MIB), keys, args.rounds))
+                bulk.append(
+                    run_bulk(
+                        contenders, options, iperf, round(chunk_mib * MIB), keys, rounds=args.rounds
+                    )
+                )
             print("EXISTS ...", file=sys.stderr)
             has_rb = shutil.which("redis-benchmark") is not None
             ex = run_exists(contenders, options, args.rounds, has_rb, args.workers)
@@ -457,15 +601,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 c.close()
 
     for b in bulk:
-        rows: list[Sequence[str]] = [
-            [c.name, gib(b.rate("SET", c.name)), gib(b.rate("GET", c.name))] for c in contenders
-        ]
-        if b.iperf3:
-            rows.append(["iperf3 (1 stream, ceiling)", gib(b.ceiling()), "-"])
         print(
             f"\n{b.chunk_bytes / MIB:g} MiB x {b.num_keys} keys ({b.total / GIB:.2f} GiB per batch)"
         )
-        print(Table(["contender", "SET GiB/s", "GET GiB/s"], rows).render())
+        print(bulk_table(b, [c.name for c in contenders]).render())
     print(f"\nEXISTS over {EXISTS_KEYS} keys (ops/s)")
     print(
         Table(["contender", "ops/s"], [[name, f"{ex.rate(name):,.0f}"] for name in ex.ops]).render()
@@ -486,8 +625,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "chunk_bytes": b.chunk_bytes,
                     "num_keys": b.num_keys,
+                    "set_fresh_seconds": b.fresh_s,
                     "set_seconds": b.set_s,
                     "get_seconds": b.get_s,
+                    "set_cpu_seconds": b.set_cpu,
+                    "get_cpu_seconds": b.get_cpu,
                     "iperf3_bytes_per_s": b.iperf3,
                 }
                 for b in bulk
