@@ -29,8 +29,11 @@ reset its connection are dropped, never delivered late: a test that counts a tim
 SET as "unknown outcome" must not see it applied after its next command.
 
 Offsets count the bytes that *enter* the proxy in that direction from the moment the
-fault is armed, over all connections; a test that wants exact phases uses one
-connection (``num_workers=1``). ``accepted`` counts connections, so a test can see that
+fault is armed, over all *data* connections: those that have carried a GET, SET,
+EXISTS, UNLINK or DEL. A connector's control connections (a cluster router's slot-map
+reads) are forwarded but neither counted nor faulted, and neither are a connection's
+bytes before its first data command (its handshake). A test that wants exact phases
+uses one worker (``num_workers=1``). ``accepted`` counts connections, so a test can see that
 a client reconnected.
 
 One thread runs everything: an event loop (``selectors``: epoll on Linux, so it works
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import select
 import selectors
 import socket
@@ -70,6 +74,10 @@ _RECV: Final = 256 * 1024
 _HIGH_WATER: Final = 4 * 1024 * 1024
 #: Longest a fault method waits for the loop thread to apply it (it takes microseconds).
 _COMMAND_TIMEOUT: Final = 5.0
+#: A data command in a request stream: ``$3\r\nGET\r\n`` and the like.
+_DATA_COMMAND: Final = re.compile(rb"\$(?:3\r\n(?:GET|SET|DEL)|6\r\n(?:EXISTS|UNLINK))\r\n", re.I)
+#: Request bytes kept to find a command name split over two reads.
+_TAIL: Final = 16
 #: Event-loop wake-up period when idle (also bounds how late ``refuse_for`` ends).
 _TICK: Final = 0.05
 #: Deadline of the blocking connect to the target (a loopback server answers at once).
@@ -129,6 +137,10 @@ class _Link:
         #: After an orderly close: the client socket is only read (and dropped) until EOF.
         self.draining = False
         self.closed = False
+        #: Whether the link has carried a data command (faults apply to those only),
+        #: and the last request bytes seen before it did (a name split over two reads).
+        self.data = False
+        self.tail = b""
 
 
 class FaultProxy:
@@ -444,6 +456,12 @@ class FaultProxy:
             # The server closed: passed on (FIN) once what is held has been written.
             flow.eof = True
             return
+        if not link.data:
+            link.data = direction == REQUESTS and _DATA_COMMAND.search(link.tail + data) is not None
+            link.tail = data[-_TAIL:]
+            if not link.data:
+                flow.out += data  # a control connection: forwarded, not counted
+                return
         start = self._seen[direction]
         self._seen[direction] = start + len(data)
         self._apply_actions(flow, direction, bytearray(data), start)
