@@ -13,7 +13,8 @@ The cluster is formed with the server's own tool, ``redis-cli --cluster create .
 --cluster-replicas R --cluster-yes`` (``valkey-cli`` next to ``valkey-server``), which
 assigns the 16384 slots evenly over the masters, sets distinct config epochs, makes the
 nodes meet and attaches the replicas. Where no such tool is found the same is done
-with plain ``CLUSTER ADDSLOTSRANGE`` / ``MEET`` / ``REPLICATE`` commands.
+with plain ``CLUSTER ADDSLOTSRANGE`` / ``MEET`` / ``REPLICATE`` commands (also for fewer
+than three masters, which the tool refuses).
 
 Readiness is an observed state, never a fixed sleep: :meth:`LocalCluster.wait_healthy`
 reads ``CLUSTER INFO`` of every node (``cluster_state:ok``, all slots assigned, every
@@ -60,6 +61,9 @@ POLL_INTERVAL: Final = 0.02
 NODE_START_ATTEMPTS: Final = 5
 #: Number of hash slots in a Redis Cluster (fixed by the protocol).
 SLOT_COUNT: Final = 16384
+#: ``redis-cli --cluster create`` refuses fewer masters than this; smaller clusters
+#: (one master for a quick try, two for a benchmark) are formed with plain commands.
+CLI_MIN_MASTERS: Final = 3
 #: Seconds one admin command of the helpers may take.
 ADMIN_TIMEOUT: Final = 10.0
 
@@ -204,7 +208,7 @@ class LocalCluster:
 
     def _form(self, binary: str) -> None:
         cli = _cli_for(binary)
-        if cli is None:
+        if cli is None or self.masters < CLI_MIN_MASTERS:
             self._form_by_commands()
         else:
             cmd = [cli, "--cluster", "create", *self.seeds, "--cluster-replicas",

@@ -97,6 +97,9 @@ def add_parser(sub: Any) -> None:
         "also pays for its memory allocation)",
     )
     add_json_flag(p)
+    from respkv.cli import cluster  # --cluster [N] (respkv.cli.cluster)
+
+    cluster.add_bench_flag(p)
     p.set_defaults(func=cmd_bench)
 
 
@@ -117,7 +120,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     named = named_by(args) is not None
     check_memory(config.total_bytes * (2 if named else 3), "this benchmark")
     text = args.json != "-"
-    with server(args) as target:
+    from respkv.cli.cluster import cluster_target, per_master, per_master_lines
+
+    with cluster_target(args) if args.cluster else server(args) as target:
         if text:  # the header at once: the run itself takes seconds to minutes
             header = format_header(
                 config, target.options.address, f"Backend: {info.name} ({info.reason})"
@@ -130,8 +135,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 report = run_bench(client, config, progress=reporter)
             finally:
                 reporter.close()
+            masters = per_master(client, report)
     if text:
         print(format_results(report))
+        if masters is not None:
+            print(per_master_lines(masters))
     if args.json is not None:
         extra = {
             "server": {
@@ -141,6 +149,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             },
             "backend": {"requested": info.requested, "reason": info.reason},
         }
+        if masters is not None:
+            extra["cluster"] = {"masters": len(masters), "per_master": masters}
         write_json(report_json(report, extra), args.json)
     return EXIT_OK if report.passed else EXIT_FAILED
 

@@ -93,6 +93,9 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="server I/O threads (default: one per four cores, at most 4; 1 below 8 cores)",
     )
+    from respkv.cli import cluster  # --cluster N, --replicas R (respkv.cli.cluster)
+
+    cluster.add_server_flags(p)
     p.set_defaults(func=cmd_server)
 
 
@@ -146,6 +149,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         # shell starting us in the background (``respkv server &``) ignores it.
         signal.signal(signal.SIGTERM, _raise_interrupt)
         signal.signal(signal.SIGINT, _raise_interrupt)
+    if args.cluster:
+        from respkv.cli.cluster import run_cluster_server
+
+        return run_cluster_server(args, flags)
     server = _start(args, flags)
     try:
         print(server.url, flush=True)
