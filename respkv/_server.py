@@ -91,6 +91,9 @@ def check_port_free(host: str, port: int) -> None:
     """Raise :class:`PortTakenError` when ``host:port`` cannot be bound right now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As redis-server itself binds: connections of a server that just stopped linger
+        # in TIME_WAIT, which must not make its port look taken for a restart.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
