@@ -136,3 +136,22 @@ def test_collected_on_its_own_worker_thread(redis_options: ConnectionOptions) ->
     with pytest.warns(ResourceWarning, match="unclosed PyConnector"):
         wake_and_wait()
     assert not any(t.is_alive() for t in workers), "the workers outlived their connector"
+
+
+def test_close_completes_the_batches_it_races_with(redis_options: ConnectionOptions) -> None:
+    """Batches submitted just before close() complete exactly once, CANCELLED (kind
+    CLOSED) where they had not finished, even those a worker had not taken from its
+    inbox when it saw the stop (a race: repeated, bounded)."""
+    value = b"v" * (64 * 1024)
+    for round_ in range(30):
+        conn = PyConnector(redis_options.replace(num_workers=2))
+        ids = [
+            conn.submit_batch_set([f"race:{round_}:{j}:{i}" for i in range(4)], [value] * 4)
+            for j in range(4)
+        ]
+        conn.close()
+        done = conn.drain_completions()
+        assert sorted(c.batch_id for c in done) == ids, f"round {round_}: lost completions"
+        for c in done:
+            for s, f in zip(c.statuses, c.failures):
+                assert s is KeyStatus.OK or (f is not None and f.kind.name == "CLOSED")

@@ -174,15 +174,17 @@ class Worker(threading.Thread):
             now = time.monotonic()
             if self._deadlines and self._deadlines[0][0] <= now:
                 self._expire(now)
-            if self._stopping and (self._pending or self._inflight):
+            if self._stopping:
                 # close(): everything ends now, kind CLOSED (the keys in flight too: a
-                # stalled server must not hold close() for op_timeout).
+                # stalled server must not hold close() for op_timeout). The inbox is
+                # taken once more: tiles enqueued before stop() are still in it, and
+                # none can follow (enqueue refuses once stopping is set, under _lock).
+                self._take_inbox()
                 if self._inflight:
                     self._drop(self._closed_failure, backoff=False)
                 self._fail_pending(self._closed_failure)
+                return
             if not self._pending and not self._inflight:
-                if self._stopping:
-                    return
                 self._idle()
                 continue
             conn = self._conn
