@@ -167,14 +167,22 @@ def test_fork(
     assert verdict["parent"] == "OK"
 
 
+#: Rounds of the close race: the window is narrow, each round is a new chance to hit it.
+RACE_ROUNDS: Final = 4
+
+
 def test_close_races_submits_from_8_threads(
     connector_factory: ConnectorFactory, redis_options: ConnectionOptions
 ) -> None:
     """Every submit either returns an id whose batch completes exactly once, or raises
     ConnectionClosedError; close() returns; nothing hangs or crashes."""
-    conn = connector_factory(redis_options.replace(num_workers=2))
+    for round_ in range(RACE_ROUNDS):
+        _close_race(connector_factory, redis_options.replace(num_workers=2), round_)
+
+
+def _close_race(factory: ConnectorFactory, opts: ConnectionOptions, round_: int) -> None:
+    conn = factory(opts)
     ids: list[int] = []
-    refused: list[int] = []
     unexpected: list[BaseException] = []
     lock = threading.Lock()
     start = threading.Barrier(9)
@@ -182,11 +190,10 @@ def test_close_races_submits_from_8_threads(
     def submitter(t: int) -> None:
         start.wait(PROMPT)
         for j in range(500):
+            key = f"race:{round_}:{t}:{j}"
             try:
-                bid = conn.submit_batch_set([f"race:{t}:{j}"], [keyed_value(f"race:{t}:{j}", 512)])
+                bid = conn.submit_batch_set([key], [keyed_value(key, 512)])
             except ConnectionClosedError:
-                with lock:
-                    refused.append(t)
                 return
             except BaseException as exc:
                 with lock:
@@ -200,7 +207,7 @@ def test_close_races_submits_from_8_threads(
         th.start()
     start.wait(PROMPT)
     deadline = time.monotonic() + PROMPT
-    while len(ids) < 200 and time.monotonic() < deadline:
+    while len(ids) < 100 * (round_ + 1) and time.monotonic() < deadline:
         time.sleep(0.001)
     closer = threading.Thread(target=conn.close)
     closer.start()
@@ -211,12 +218,13 @@ def test_close_races_submits_from_8_threads(
         assert not th.is_alive()
     assert not unexpected, unexpected
     done = conn.drain_completions()
-    seen = [c.batch_id for c in done]
-    assert sorted(seen) == sorted(ids), "every accepted batch completes exactly once"
-    closed = Outcome(KeyStatus.CANCELLED, ErrorKind.CLOSED, in_flight=None)
+    lost = sorted(set(ids) - {c.batch_id for c in done})
+    assert not lost, f"round {round_}: {len(lost)} of {len(ids)} accepted batches never completed"
+    assert sorted(c.batch_id for c in done) == sorted(ids), "a batch completed twice"
+    closed = Outcome(KeyStatus.CANCELLED, ErrorKind.CLOSED)
     for c in done:
         if c.statuses[0] is not KeyStatus.OK:
-            closed.check(0, c, redis_options.replace(num_workers=2).address)
+            closed.check(0, c, opts.address)
     assert conn.drain_completions() == []
     with pytest.raises(ConnectionClosedError):
         conn.submit_batch_exists(["race:after"])
