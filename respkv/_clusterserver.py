@@ -40,8 +40,8 @@ from types import TracebackType
 from typing import Any, Final
 
 from respkv._admin import AdminConnection
-from respkv._options import ConnectionOptions
-from respkv._server import LocalServer, find_server_binary, free_port
+from respkv._options import ConnectionOptions, TLSOptions
+from respkv._server import LocalServer, TlsFiles, find_server_binary, free_port
 
 __all__ = [
     "DEFAULT_NODE_TIMEOUT_MS",
@@ -119,6 +119,8 @@ class LocalCluster:
     node_timeout_ms: int = DEFAULT_NODE_TIMEOUT_MS
     args: Sequence[str] = ()
     password: str = field(default="", repr=False)
+    #: Serve TLS only (``tls-cluster`` and ``tls-replication`` too); formed by commands.
+    tls: TlsFiles | None = None
     nodes: list[ClusterNode] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -136,9 +138,25 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        """A ``resp+cluster://`` URL naming every node as a seed."""
+        """A ``resp+cluster://`` (``resps+cluster://``) URL naming every node as a seed."""
         auth = ":" + self.password + "@" if self.password else ""
-        return f"resp+cluster://{auth}{','.join(self.seeds)}"
+        if self.tls is None:
+            return f"resp+cluster://{auth}{','.join(self.seeds)}"
+        query = f"ca_file={self.tls.ca_file}"
+        if self.tls.client_cert_file:
+            query += f"&cert_file={self.tls.client_cert_file}"
+            query += f"&key_file={self.tls.client_key_file or self.tls.client_cert_file}"
+        return f"resps+cluster://{auth}{','.join(self.seeds)}?{query}"
+
+    def tls_options(self) -> TLSOptions | None:
+        """Client TLS settings for this cluster's nodes (CA-verified, client certificate)."""
+        if self.tls is None:
+            return None
+        return TLSOptions(
+            ca_file=self.tls.ca_file,
+            cert_file=self.tls.client_cert_file,
+            key_file=self.tls.client_key_file,
+        )
 
     def options(self, node: ClusterNode | str | None = None, **kw: Any) -> ConnectionOptions:
         """Single-server options for ``node`` (default: the first live node)."""
@@ -146,6 +164,7 @@ class LocalCluster:
             node = next(n for n in self.nodes if n.alive)
         address = node if isinstance(node, str) else node.address
         host, _, port = address.rpartition(":")
+        kw.setdefault("tls", self.tls_options())
         return ConnectionOptions(host=host, port=int(port), password=self.password, **kw)
 
     def admin(self, node: ClusterNode | str, timeout: float = ADMIN_TIMEOUT) -> AdminConnection:
@@ -186,6 +205,11 @@ class LocalCluster:
         ]  # fmt: skip
         if self.password:
             args += ["--masterauth", self.password]
+        if self.tls is not None:
+            args += ["--tls-cluster", "yes", "--tls-replication", "yes"]
+            if self.tls.client_cert_file:  # nodes are clients of each other's bus
+                args += ["--tls-client-cert-file", self.tls.client_cert_file,
+                         "--tls-client-key-file", self.tls.client_key_file or ""]  # fmt: skip
         return args + list(self.args)
 
     def _start_node(self, binary: str) -> ClusterNode:
@@ -197,6 +221,7 @@ class LocalCluster:
                 host=self.host,
                 args=self._node_args(bus_port),
                 password=self.password,
+                tls=self.tls,
             )
             try:
                 server.start()
@@ -208,7 +233,7 @@ class LocalCluster:
 
     def _form(self, binary: str) -> None:
         cli = _cli_for(binary)
-        if cli is None or self.masters < CLI_MIN_MASTERS:
+        if cli is None or self.masters < CLI_MIN_MASTERS or self.tls is not None:
             self._form_by_commands()
         else:
             cmd = [cli, "--cluster", "create", *self.seeds, "--cluster-replicas",

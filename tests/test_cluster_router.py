@@ -27,7 +27,7 @@ from respkv._clustertesting import open_cluster_connector
 from respkv._server import free_port
 from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
 from respkv.errors import ConnectionClosedError, ForkedError
-from respkv.testing import wait_for
+from respkv.testing import CertificateSet, wait_for
 
 OK, MISS = KeyStatus.OK, KeyStatus.MISS
 
@@ -347,5 +347,26 @@ def test_password_cluster(make_cluster: Callable[..., LocalCluster], cluster_bac
         assert c.statuses == (KeyStatus.SERVER_ERROR,)
         assert f is not None and f.kind is ErrorKind.HANDSHAKE_FAILED and f.detail == "AUTH"
         assert "wrong-pw-9" not in (c.error or "")
+    finally:
+        conn.close()
+
+
+def test_tls_cluster(
+    make_cluster: Callable[..., LocalCluster], tls_certs: CertificateSet, cluster_backend: str
+) -> None:
+    cluster = make_cluster(masters=3, replicas=0, tls=tls_certs.server_files())
+    options = respkv.config.resolve(cluster.url, num_workers=1)
+    assert isinstance(options, ClusterOptions) and options.tls is not None
+    conn = open_cluster_connector(options, cluster_backend)
+    try:
+        keys = [f"tls:{i}" for i in range(120)]
+        vals = _values(120, seed=9)
+        assert wait_for(conn, conn.submit_batch_set(keys, vals)).ok
+        out = [bytearray(len(v)) for v in vals]
+        assert wait_for(conn, conn.submit_batch_get(keys, out)).ok
+        assert [bytes(b) for b in out] == vals
+        # The map names the nodes' TLS ports (the only ones they listen on).
+        assert set(conn.masters()) == {n.address for n in cluster.master_nodes()}
+        assert len({a for a, k in conn.node_keys().items() if k}) == 3
     finally:
         conn.close()
