@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-import respkv
-
-ROOT = Path(respkv.__file__).resolve().parent.parent
+#: The checkout (not respkv.__file__: an installed respkv lives in site-packages).
+ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
