@@ -34,6 +34,7 @@ import gc
 import logging
 import os
 import random
+import statistics
 import threading
 import time
 from collections import Counter
@@ -62,6 +63,12 @@ SIZES: Final = (1 << 10, 4 << 10, 64 << 10, 256 << 10, 1 << 20, 2 << 20, 8 << 20
 #: Pause between faults, seconds (uniform).
 FAULT_EVERY: Final = (0.1, 0.5)
 OP_TIMEOUT: Final = 1.0
+#: Share of GETs given a deadline (sync ``timeout=``) or cancelled (asyncio) early, and
+#: how early, in seconds: some end before their values arrive.
+ABANDON: Final = 0.1
+ABANDON_AFTER: Final = (0.001, 0.05)
+#: RSS sampling period during the load, seconds.
+RSS_EVERY: Final = 0.25
 MIB: Final = 1 << 20
 
 
@@ -73,13 +80,15 @@ class Bounds:
     fds: int = 0
     threads: int = 0
     server_connections: int = 0
-    #: RSS after close - RSS before the load (both after malloc_trim). Measured: 52-60
-    #: MiB pure (the same after 5 s and 20 s: malloc arenas of 20 threads keeping freed
-    #: buffers, not a leak), about 2 MiB native. One leaked 8 MiB buffer per thread is 128.
-    rss_after_bytes: int = 96 * MIB
-    #: RSS at the end of the load - RSS at its midpoint: a leak grows with time; the
-    #: load's own buffers (16 threads x 3 keys, up to 8 MiB) come and go in both samples.
-    rss_growth_bytes: int = 64 * MIB
+    #: RSS after close - RSS before the load (both after malloc_trim). Measured: 48-81
+    #: MiB pure, the same after 5 s and 30 s (malloc arenas of 20 threads keeping freed
+    #: buffers, not a leak), at most 13 MiB native. The load moves thousands of buffers
+    #: of up to 8 MiB: leaking a small share of them would be gigabytes.
+    rss_after_bytes: int = 128 * MIB
+    #: RSS over the last quarter of the load - over its second quarter (medians of
+    #: samples every RSS_EVERY s): a leak grows with time; the load's own buffers (20
+    #: workers with up to 3 x 8 MiB in use and 3 x 8 MiB watched) come and go.
+    rss_growth_bytes: int = 128 * MIB
 
 
 BOUNDS: Final = Bounds()
@@ -118,8 +127,20 @@ class Worker:
     state: dict[str, str] = field(default_factory=dict)  # present | absent | unknown
     statuses: Counter[str] = field(default_factory=Counter)
 
+    watched: list[tuple[list[bytearray], list[bytes]]] = field(default_factory=list)
+
     def size(self, key: str) -> int:
         return self.sizes[key]
+
+    def watch(self, bufs: list[bytearray]) -> None:
+        """Remember the buffers of a call that has returned, as they are now."""
+        self.watched.append((bufs, [bytes(b) for b in bufs]))
+
+    def check_watched(self) -> None:
+        """The buffer rule: no call's buffers changed after it returned."""
+        for bufs, then in self.watched:
+            assert [bytes(b) for b in bufs] == then, "a buffer was written after its call"
+        del self.watched[:-1]  # the last one stays watched across later operations
 
 
 def _check_failures(r: BatchResult) -> None:
@@ -190,11 +211,20 @@ def _run_sync(client: respkv.Client, w: Worker, stop: threading.Event) -> None:
             _after_write(w, keys, client.batch_delete(keys), "absent")
         elif op == "exists":
             _after_read(w, keys, client.batch_exists(keys))
+        elif w.rng.random() < ABANDON:
+            # A deadline shorter than the GET: whatever came back, nothing may write
+            # into these buffers once the call has returned.
+            bufs = _get_buffers(w, keys, wrong)
+            r = client.batch_get(keys, bufs, timeout=w.rng.uniform(*ABANDON_AFTER))
+            _verify_hits(keys, bufs, r, wrong)
+            _after_read(w, keys, _read_result(r, wrong))
+            w.watch(bufs)
         else:
             bufs = _get_buffers(w, keys, wrong)
             r = client.batch_get(keys, bufs)
             _verify_hits(keys, bufs, r, wrong)
             _after_read(w, keys, _read_result(r, wrong))
+        w.check_watched()
 
 
 async def _run_async(client: respkv.aio.AsyncClient, w: Worker, stop: threading.Event) -> None:
@@ -207,11 +237,26 @@ async def _run_async(client: respkv.aio.AsyncClient, w: Worker, stop: threading.
             _after_write(w, keys, await client.batch_delete(keys), "absent")
         elif op == "exists":
             _after_read(w, keys, await client.batch_exists(keys))
+        elif w.rng.random() < ABANDON:
+            # The awaiting task is cancelled: once the await has ended, nothing may
+            # write into these buffers (the cancel is real, not just the wait's).
+            bufs = _get_buffers(w, keys, wrong)
+            try:
+                r = await asyncio.wait_for(
+                    client.batch_get(keys, bufs), w.rng.uniform(*ABANDON_AFTER)
+                )
+            except asyncio.TimeoutError:
+                w.statuses["ABANDONED"] += 1
+            else:
+                _verify_hits(keys, bufs, r, wrong)
+                _after_read(w, keys, _read_result(r, wrong))
+            w.watch(bufs)
         else:
             bufs = _get_buffers(w, keys, wrong)
             r = await client.batch_get(keys, bufs)
             _verify_hits(keys, bufs, r, wrong)
             _after_read(w, keys, _read_result(r, wrong))
+        w.check_watched()
 
 
 FAULTS: Final = ("reset", "cut-replies", "cut-requests", "stall-replies", "stall-requests",
@@ -296,7 +341,8 @@ def _load(
     sync_workers: list[Worker],
     async_workers: list[Worker],
 ) -> Report:
-    """Run the load for SECONDS; what happened, and the RSS at the midpoint and end."""
+    """Run the load for SECONDS; what happened, and the RSS in its second and last
+    quarters."""
     stop = threading.Event()
     faults: Counter[str] = Counter()
     errors: list[BaseException] = []
@@ -314,10 +360,9 @@ def _load(
     fault_thread = threading.Thread(target=_faults, args=(proxy, stop, random.Random(7), faults))
     for t in [*threads, aio_thread, fault_thread]:
         t.start()
-    stop.wait(SECONDS / 2)
-    rss_mid = _rss()
-    stop.wait(SECONDS / 2)
-    rss_end = _rss()
+    samples: list[int] = []
+    while not stop.wait(RSS_EVERY) and len(samples) * RSS_EVERY < SECONDS:
+        samples.append(_rss())
     stop.set()
     for t in [*threads, aio_thread, fault_thread]:
         t.join(60)
@@ -326,7 +371,12 @@ def _load(
     assert not errors and not aio_errors, (errors + aio_errors)[0]
     statuses: Counter[str] = Counter()
     for w in sync_workers + async_workers:
+        w.check_watched()
+        w.watched.clear()  # their buffers are not the process's to keep
         statuses.update(w.statuses)
+    quarter = max(1, len(samples) // 4)
+    rss_mid = int(statistics.median(samples[quarter : 2 * quarter]))
+    rss_end = int(statistics.median(samples[-quarter:]))
     return Report(faults, statuses, rss_mid, rss_end)
 
 
