@@ -70,12 +70,22 @@ __all__ = [
 ]
 
 
-def connect(source: Any = None, *, backend: str | None = None, **overrides: Any) -> Client:
-    """A high-level :class:`~respkv.client.Client` from a URL, a config mapping, or options."""
+def connect(
+    source: Any = None,
+    *,
+    backend: str | None = None,
+    prefix: str | bytes = b"",
+    check: bool = False,
+    **overrides: Any,
+) -> Client:
+    """A high-level :class:`~respkv.client.Client` from a URL, a config mapping, or options.
+
+    ``prefix``: a namespace put in front of every key. ``check=True``: ping the server
+    now and raise ``ConnectionError`` naming the address if it cannot be used."""
     from respkv.client import Client
     from respkv.config import resolve
 
-    return Client(resolve(source, **overrides), backend=backend)
+    return Client(resolve(source, **overrides), backend=backend, prefix=prefix, check=check)
 
 
 #: Submodules loaded on first attribute access, so that ``import respkv`` stays cheap and

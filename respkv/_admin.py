@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -100,6 +101,27 @@ class AdminConnection:
         if isinstance(reply, ReplyError):
             raise reply
         return reply
+
+    def pipeline(self, commands: Sequence[Sequence[object]]) -> list[Any]:
+        """Send ``commands`` in one write and return their replies in order. Error
+        replies are returned as :class:`ReplyError` values, not raised (one bad key
+        must not hide the others' answers)."""
+        if not commands:
+            return []
+        self._sock.sendall(
+            b"".join(bytes(memoryview(p)) for cmd in commands for p in pack_command(*cmd))
+        )
+        replies: list[Any] = []
+        while len(replies) < len(commands):
+            reply = self._reader.gets()
+            if reply is NEED_DATA:
+                data = self._sock.recv(65536)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                self._reader.feed(data)
+                continue
+            replies.append(reply)
+        return replies
 
     def close(self) -> None:
         self._sock.close()
