@@ -20,10 +20,19 @@ The rules this module keeps:
   overshot the watermark it frees more, so usage stays within one batch of the
   capacity. (The reference frees a ratio of the *used* bytes; a ratio of the capacity
   is what its configuration documents and what makes the bound above hold.)
-* A victim is removed from the tracking only if it was not stored again while its
-  UNLINK was in flight (a generation number per entry tells). A re-store that raced
-  the UNLINK may leave a tracked key that is gone; the next GET miss or UNLINK answer
-  removes it. Erring that way over-counts, which keeps the capacity bound safe.
+* Every change to an entry takes the next number of one counter (its *generation*).
+  A victim is removed from the tracking only if it was not stored again while its
+  UNLINK was in flight. A lookup (GET, EXISTS) reads the counter when it is submitted
+  (:meth:`LRUTracker.sequence`), and its MISS removes an entry only if the entry is not
+  newer than that: a MISS answered before a concurrent SET landed must not untrack the
+  key that SET stored. Erring that way over-counts (the next miss or UNLINK answer
+  removes a key that is really gone), which keeps the capacity bound safe.
+* A SET whose outcome is unknown (its request was written, then the connection broke
+  or the deadline passed: the server may have applied it) is tracked as *unsettled*:
+  counted in bytes like a stored key, but placed at the least-recently-used end, so it
+  is the first victim (an UNLINK of a key that is not there just answers 0). A later
+  SET, a hit, or an EXISTS answer settles it. Without this, keys the server did store
+  would be invisible to eviction and the server would grow past the capacity.
 
 The defaults (``LRU``, 0.8, 0.2) are the reference system's.
 """
@@ -108,6 +117,9 @@ class Usage:
     evicted_keys: int
     evicted_bytes: int
     vanished_keys: int
+    #: Keys (and their bytes, included in ``used_bytes``) whose SET outcome is unknown.
+    unsettled_keys: int = 0
+    unsettled_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,11 +132,13 @@ class Victim:
 
 
 class _Entry:
-    __slots__ = ("generation", "size")
+    __slots__ = ("generation", "size", "unsettled")
 
-    def __init__(self, size: int, generation: int) -> None:
+    def __init__(self, size: int, generation: int, *, unsettled: bool = False) -> None:
         self.size = size
         self.generation = generation
+        #: The SET that made this entry had an unknown outcome; nothing has settled it.
+        self.unsettled = unsettled
 
 
 class LRUTracker:
@@ -144,8 +158,15 @@ class LRUTracker:
         self._evicted_keys = 0
         self._evicted_bytes = 0
         self._vanished = 0
+        self._unsettled = 0  # entries with ``unsettled`` set
 
     # -- what the server told us ---------------------------------------------------
+
+    def sequence(self) -> int:
+        """The current generation: read it when a lookup is submitted and pass it to
+        :meth:`gone` with the lookup's MISS."""
+        with self._lock:
+            return self._generation
 
     def stored(self, key: bytes, size: int) -> None:
         """The server acknowledged a SET of ``size`` bytes: count it, most recent."""
@@ -160,11 +181,35 @@ class LRUTracker:
                 self._used -= entry.size
                 entry.size = size
                 entry.generation = self._generation
+                self._settle(entry)
                 self._entries.move_to_end(key)
             self._used += size
 
+    def maybe_stored(self, key: bytes, size: int) -> None:
+        """A SET of ``size`` bytes whose outcome is unknown: count it as unsettled.
+
+        A new key goes to the least-recently-used end (the first victim). An entry
+        already tracked keeps its place and counts the larger of the two sizes: the
+        server holds one of them."""
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        with self._lock:
+            self._generation += 1
+            entry = self._entries.get(key)
+            if entry is None:
+                self._entries[key] = _Entry(size, self._generation, unsettled=True)
+                self._entries.move_to_end(key, last=False)
+                self._used += size
+                self._unsettled += 1
+                return
+            if size > entry.size:
+                self._used += size - entry.size
+                entry.size = size
+            entry.generation = self._generation
+
     def accessed(self, key: bytes, size: int | None = None) -> None:
-        """A hit: mark most recent. ``size`` (a GET hit's exact length) corrects or adds it."""
+        """A hit: mark most recent and settled. ``size`` (a GET hit's exact length)
+        corrects or adds it."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -176,11 +221,49 @@ class LRUTracker:
             if size is not None and size != entry.size:
                 self._used += size - entry.size
                 entry.size = size
+            self._settle(entry)
             self._entries.move_to_end(key)
 
-    def gone(self, key: bytes) -> bool:
-        """The key was found missing (a GET/EXISTS miss): stop counting it."""
+    def settled(self, key: bytes) -> None:
+        """An EXISTS found an unsettled key: it is stored (its place in the order stays)."""
         with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._settle(entry)
+
+    def _settle(self, entry: _Entry) -> None:
+        if entry.unsettled:
+            entry.unsettled = False
+            self._unsettled -= 1
+
+    @property
+    def unsettled(self) -> int:
+        """How many tracked keys have an unknown SET outcome."""
+        with self._lock:
+            return self._unsettled
+
+    def unsettled_keys(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` keys whose SET outcome is still unknown, oldest first."""
+        with self._lock:
+            out: list[bytes] = []
+            if not self._unsettled:
+                return out
+            for key, entry in self._entries.items():
+                if len(out) >= limit:
+                    break
+                if entry.unsettled:
+                    out.append(key)
+            return out
+
+    def gone(self, key: bytes, since: int | None = None) -> bool:
+        """The key was found missing (a GET/EXISTS miss): stop counting it.
+
+        ``since``: the :meth:`sequence` read when the lookup was submitted; an entry
+        stored (or re-stored) after that is newer than the answer and stays."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or (since is not None and entry.generation > since):
+                return False
             return self._drop(key, vanished=True)
 
     def deleted(self, key: bytes) -> bool:
@@ -208,6 +291,7 @@ class LRUTracker:
         if entry is None:
             return False
         self._used -= entry.size
+        self._settle(entry)
         if vanished:
             self._vanished += 1
         return True
@@ -296,6 +380,7 @@ class LRUTracker:
     def usage(self) -> Usage:
         with self._lock:
             pinned = sum(1 for k, n in self._pins.items() if n > 0 and k in self._entries)
+            unsettled = [e.size for e in self._entries.values() if e.unsettled]
             return Usage(
                 self._used,
                 len(self._entries),
@@ -303,6 +388,8 @@ class LRUTracker:
                 self._evicted_keys,
                 self._evicted_bytes,
                 self._vanished,
+                len(unsettled),
+                sum(unsettled),
             )
 
     def __len__(self) -> int:

@@ -6,9 +6,18 @@ Redis as a KV-cache tier (LMCache's L2 adapter):
 * Keys live under a ``key_prefix`` (a namespace per deployment or model); callers pass
   their own keys, often built by :func:`chunk_key` from the model, the tensor-parallel
   rank and the token-chunk hash (``model@rank@hash[@salt]``, the reference's layout).
-* Every acknowledged SET is counted in bytes by an :class:`~respkv.eviction.LRUTracker`;
-  nothing is counted unless the server answered OK. GET hits and EXISTS hits refresh a
-  key's recency; misses prove a key gone and drop it from the tracking.
+* Every acknowledged SET is counted in bytes by an :class:`~respkv.eviction.LRUTracker`.
+  A SET whose outcome is unknown (``Failure.outcome_unknown``: its request was written,
+  then the connection broke or a deadline passed) is counted too, as *unsettled*: the
+  server may hold it, and a key it holds that nobody tracks is never evicted. Unsettled
+  keys are the first victims; a later SET, a hit, or an EXISTS (:meth:`KVStore.reconcile`,
+  run by the background evictor) settles them. A SET the server refused (``-OOM``) or
+  that was never sent is not counted.
+* GET hits and EXISTS hits refresh a key's recency; misses prove a key gone and drop it
+  from the tracking, unless the entry is newer than the lookup (it was stored while the
+  lookup was on its way: the MISS may predate the SET). The lookup reads the tracker's
+  sequence number when it is submitted, and each entry carries the number of its last
+  store.
 * With a capacity and an ``LRU`` eviction config, the store deletes (``UNLINK``) the
   least-recently-used chunks once usage reaches the watermark. Keys being loaded by
   :meth:`KVStore.get` (or pinned with :meth:`KVStore.pin`) are never chosen.
@@ -17,6 +26,9 @@ Redis as a KV-cache tier (LMCache's L2 adapter):
   reference), in the storing thread right after the store (``"inline"``: usage then
   never exceeds the capacity by more than one batch), or only when
   :meth:`KVStore.evict` is called (``"manual"``).
+
+The store applies its ``key_prefix`` in front of the client's own ``prefix`` (if the
+client has one): keys on the server are ``client.prefix + key_prefix + key``.
 
 Usage is what *this process* stored. Other writers under the same prefix are invisible
 until a miss or a recovery scan (:meth:`KVStore.recover_usage`): one SCAN over the
@@ -65,6 +77,8 @@ MAX_ROUNDS_PER_CYCLE: Final = 64
 DEFAULT_EVICTION_INTERVAL: Final = 1.0
 #: Seconds ``close`` waits for the background thread (it finishes its current UNLINK).
 CLOSE_JOIN_TIMEOUT: Final = 30.0
+#: Most unsettled keys checked by one EXISTS batch of :meth:`KVStore.reconcile`.
+MAX_RECONCILE_KEYS: Final = 4096
 
 #: Sizes of many keys in one round trip; -1 for a key that is not a string.
 _STRLEN_SCRIPT: Final = """
@@ -116,6 +130,9 @@ class StoreUsage:
     evicted_keys: int
     evicted_bytes: int
     vanished_keys: int
+    #: Keys whose SET outcome is unknown, and their bytes (included in ``used_bytes``).
+    unsettled_keys: int = 0
+    unsettled_bytes: int = 0
 
     @property
     def fraction(self) -> float:
@@ -213,18 +230,29 @@ class KVStore:
     # -- operations ----------------------------------------------------------------
 
     def put(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> BatchResult:
-        """Store chunks; only keys the server acknowledged (``OK``) are counted."""
+        """Store chunks. Keys the server acknowledged (``OK``) are counted; keys whose
+        outcome is unknown are counted as unsettled (see the module notes)."""
         full = self._full_keys(keys)
         # Keys being written are pinned, so a concurrent cycle does not UNLINK an old
         # version while the new one is on its way.
         self._tracker.pin(full)
         try:
             result = self.client.batch_set(full, buffers)
+        except (TypeError, ValueError):
+            raise  # bad input: refused before anything was sent
+        except BaseException:
+            # Interrupted after the submit: every key may have been applied.
+            for key, buf in zip(full, buffers, strict=True):
+                self._tracker.maybe_stored(key, memoryview(buf).nbytes)
+            raise
         finally:
             self._tracker.unpin(full)
-        for key, buf, status in zip(full, buffers, result.statuses, strict=True):
+        statuses, failures = result.statuses, result.failures
+        for key, buf, status, failure in zip(full, buffers, statuses, failures, strict=True):
             if status is KeyStatus.OK:
                 self._tracker.stored(key, memoryview(buf).nbytes)
+            elif failure is not None and failure.outcome_unknown:
+                self._tracker.maybe_stored(key, memoryview(buf).nbytes)
         self._after_store()
         return self._relabel(keys, result)
 
@@ -232,6 +260,7 @@ class KVStore:
         """Load chunks into writable buffers; the keys are pinned while they load."""
         full = self._full_keys(keys)
         self._tracker.pin(full)
+        since = self._tracker.sequence()
         try:
             result = self.client.batch_get(full, buffers)
         finally:
@@ -240,19 +269,42 @@ class KVStore:
             if status is KeyStatus.OK:
                 self._tracker.accessed(key, memoryview(buf).nbytes)
             elif status is KeyStatus.MISS:
-                self._tracker.gone(key)
+                self._tracker.gone(key, since)
         return self._relabel(keys, result)
 
     def contains(self, keys: Sequence[KeyLike]) -> BatchResult:
-        """Per key ``OK`` (present; counts as a use) or ``MISS`` (drops the tracking)."""
+        """Per key ``OK`` (present; counts as a use) or ``MISS`` (drops the tracking of
+        an entry not stored since the lookup was submitted)."""
         full = self._full_keys(keys)
+        since = self._tracker.sequence()
         result = self.client.batch_exists(full)
         for key, status in zip(full, result.statuses, strict=True):
             if status is KeyStatus.OK:
                 self._tracker.accessed(key)
             elif status is KeyStatus.MISS:
-                self._tracker.gone(key)
+                self._tracker.gone(key, since)
         return self._relabel(keys, result)
+
+    def reconcile(self) -> int:
+        """Settle keys whose SET outcome was unknown with one EXISTS batch (at most
+        :data:`MAX_RECONCILE_KEYS`): present keys are settled in place, missing ones
+        leave the tracking. Returns how many were settled either way."""
+        keys = self._tracker.unsettled_keys(MAX_RECONCILE_KEYS)
+        if not keys:
+            return 0
+        since = self._tracker.sequence()
+        result = self.client.batch_exists(keys)
+        settled = 0
+        for key, status in zip(keys, result.statuses, strict=True):
+            if status is KeyStatus.OK:
+                self._tracker.settled(key)
+            elif status is KeyStatus.MISS:
+                self._tracker.gone(key, since)
+            else:
+                continue
+            settled += 1
+        self._notify_room()
+        return settled
 
     def delete(self, keys: Sequence[KeyLike]) -> BatchResult:
         """Remove chunks (UNLINK); removed and already-missing keys leave the tracking."""
@@ -295,6 +347,8 @@ class KVStore:
             u.evicted_keys,
             u.evicted_bytes,
             u.vanished_keys,
+            u.unsettled_keys,
+            u.unsettled_bytes,
         )
 
     def tracked_size(self, key: KeyLike) -> int | None:
@@ -316,7 +370,9 @@ class KVStore:
 
         Recovered keys are least recently used. Returns how many were added.
         """
-        pattern = _glob_escape(self.prefix) + b"*"
+        # SCAN and EVAL take keys as the server has them, with the client's prefix.
+        outer = self.client.prefix
+        pattern = _glob_escape(outer + self.prefix) + b"*"
         cursor: bytes = b"0"
         added = 0
         while True:
@@ -324,7 +380,7 @@ class KVStore:
             cursor, page = reply[0], list(reply[1])
             if page:
                 for key, size in zip(page, self._sizes(page), strict=True):
-                    if size >= 0 and self._tracker.recovered(key, size):
+                    if size >= 0 and self._tracker.recovered(key[len(outer) :], size):
                         added += 1
             if cursor == b"0":
                 break
@@ -383,7 +439,7 @@ class KVStore:
     @staticmethod
     def _relabel(keys: Sequence[KeyLike], result: BatchResult) -> BatchResult:
         own = tuple(k.encode() if isinstance(k, str) else bytes(k) for k in keys)
-        return BatchResult(own, result.statuses, result.errors, result.ok, result.error)
+        return BatchResult(own, result.statuses, result.failures, result.ok)
 
     def _need(self) -> int:
         return bytes_to_free(self._tracker.used_bytes, self.capacity_bytes, self.eviction)
@@ -441,6 +497,8 @@ class KVStore:
             if self._stop.is_set():
                 break
             try:
+                if self._tracker.unsettled:
+                    self.reconcile()
                 while self._need() and not self._stop.is_set():
                     if self._cycle().freed_bytes == 0:
                         break

@@ -171,3 +171,62 @@ def test_deleted_is_not_counted_as_vanished_and_recovered_is_oldest() -> None:
     assert t.lru_order() == [b"old", b"new"]
     assert t.used_bytes == 12
     assert t.usage().vanished_keys == 0
+
+
+# -- lookups older than a store (issue 9, defect 9) ------------------------------------------
+
+
+def test_a_miss_older_than_the_entry_does_not_drop_it() -> None:
+    t = LRUTracker()
+    t.stored(b"old", 10)
+    since = t.sequence()  # a lookup is submitted now
+    t.stored(b"k", 5)  # a concurrent SET lands and is acknowledged
+    assert not t.gone(b"k", since), "the MISS predates the store"
+    assert t.size_of(b"k") == 5
+    assert t.gone(b"old", since), "an entry not stored since the lookup does go"
+    assert t.gone(b"k", t.sequence())  # a lookup submitted after the store
+    assert t.used_bytes == 0 and t.usage().vanished_keys == 2
+    assert not t.gone(b"never")
+
+
+# -- unknown outcomes (issue 9, defect 10) ---------------------------------------------------
+
+
+def test_unknown_outcomes_are_counted_first_victims_and_settle() -> None:
+    t = LRUTracker()
+    t.stored(b"a", 100)
+    t.maybe_stored(b"m", 40)  # a new key with an unknown outcome
+    assert t.lru_order() == [b"m", b"a"], "unsettled keys are the first victims"
+    assert t.used_bytes == 140
+    u = t.usage()
+    assert (u.keys, u.unsettled_keys, u.unsettled_bytes) == (2, 1, 40)
+    assert t.unsettled == 1 and t.unsettled_keys(10) == [b"m"]
+    victims = t.select_victims(1)
+    assert [v.key for v in victims] == [b"m"]
+    assert t.finish_eviction(victims, [KeyStatus.IO_ERROR]) == 0  # a failed UNLINK keeps it
+    # An overwrite with an unknown outcome: the server holds one of the two sizes.
+    t.maybe_stored(b"a", 150)
+    assert t.size_of(b"a") == 150 and t.unsettled == 1
+    t.maybe_stored(b"a", 20)
+    assert t.size_of(b"a") == 150
+    # A hit settles (and corrects the size); an EXISTS settles in place.
+    t.accessed(b"a", 20)
+    assert t.size_of(b"a") == 20
+    t.settled(b"m")
+    assert t.unsettled == 0 and t.unsettled_keys(10) == [] and t.lru_order()[0] == b"m"
+    # A later SET, or a drop, settles too.
+    t.maybe_stored(b"x", 1)
+    t.maybe_stored(b"y", 1)
+    t.stored(b"x", 2)
+    assert t.gone(b"y")
+    assert t.unsettled == 0 and t.usage().unsettled_bytes == 0
+    assert t.used_bytes == 20 + 40 + 2
+
+
+def test_an_unknown_outcome_is_newer_than_a_lookup_in_flight() -> None:
+    t = LRUTracker()
+    since = t.sequence()
+    t.maybe_stored(b"k", 8)  # the SET may have landed after the lookup was answered
+    assert not t.gone(b"k", since)
+    with pytest.raises(ValueError, match="size must be >= 0"):
+        t.maybe_stored(b"k", -1)
