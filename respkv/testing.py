@@ -205,19 +205,22 @@ _unclaimed: dict[int, dict[int, Any]] = {}
 def wait_for(connector: Connector, batch_id: int, timeout: float = 60.0) -> Any:
     """Block until ``batch_id`` completes on ``connector`` and return its Completion.
 
-    Waits on the event fd (no polling loop with sleeps); completions of other batches
-    are kept for their own ``wait_for`` call.
+    Waits on the event fd (no polling loop with sleeps) with ``poll``, which, unlike
+    ``select``, takes descriptors above 1023; completions of other batches are kept for
+    their own ``wait_for`` call.
     """
     import select
     import time
 
     store = _unclaimed.setdefault(id(connector), {})
     deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(connector.event_fd(), select.POLLIN)
     while batch_id not in store:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"batch {batch_id} did not complete within {timeout} s")
-        select.select([connector.event_fd()], [], [], remaining)
+        poller.poll(remaining * 1000.0)
         for c in connector.drain_completions():
             assert c.batch_id not in store, f"batch {c.batch_id} completed twice"
             store[c.batch_id] = c
