@@ -9,9 +9,11 @@ import pytest
 import redis
 
 from respkv import KeyStatus
+from respkv._cluster.admin import ClusterAdminLink
 from respkv._clusterserver import LocalCluster
 from respkv.client import Client
 from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
+from respkv.errors import ReplyError, ResultError
 from respkv.eviction import EvictionConfig
 from respkv.kvstore import KVStore, chunk_key
 
@@ -97,3 +99,28 @@ def test_recover_usage_counts_keys_on_every_master(
                  recover_usage=True, owns_client=True) as store:  # fmt: skip
         assert store.usage().keys == 60
         assert store.usage().used_bytes == 60 * CHUNK
+
+
+def test_cluster_admin_link_follows_keys_to_their_masters(
+    local_cluster: LocalCluster, cluster_options: ClusterOptions
+) -> None:
+    keys = [f"adm:{i}".encode() for i in range(100)]
+    rc = redis.RedisCluster(host=local_cluster.nodes[0].server.host,
+                            port=local_cluster.nodes[0].server.port)  # fmt: skip
+    try:
+        rc.mset_nonatomic({k: b"v" * i for i, k in enumerate(keys)})
+        rc.hset("adm:hash", "f", "v")
+    finally:
+        rc.close()
+    link = ClusterAdminLink(cluster_options)
+    try:
+        assert link.get_bytes([*keys, b"adm:none"]) == [b"v" * i for i in range(100)] + [None]
+        assert link.strlen(keys) == list(range(100))
+        # A keyed command reaches its master whichever node it was sent to.
+        assert all(link.command("GET", k) == b"v" * i for i, k in enumerate(keys[:20]))
+        with pytest.raises(ResultError, match="key 1: STRLEN: WRONGTYPE"):
+            link.strlen([keys[0], b"adm:hash"])
+        with pytest.raises(ReplyError, match="WRONGTYPE"):
+            link.command("GET", "adm:hash")
+    finally:
+        link.close()
