@@ -50,7 +50,7 @@ class TinyServer:
         self.accepted = 0
         self.commands: list[tuple[int, list[bytes]]] = []
         self._sockets: dict[int, socket.socket] = {}
-        #: Set when the client closed connection ``i`` (the server read EOF).
+        #: Set when the client closed connection ``i`` (EOF or a reset).
         self.closed: dict[int, threading.Event] = {}
         self._stop = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -88,7 +88,8 @@ class TinyServer:
                     data = sock.recv(65536)
                 except TimeoutError:
                     continue
-                except OSError:
+                except OSError:  # reset: the client closed with bytes unread
+                    self.closed[index].set()
                     return
                 if not data:
                     self.closed[index].set()

@@ -375,6 +375,28 @@ class Connection:
             raise Dropped(self._failure(ErrorKind.CONNECTION_LOST))
         return n
 
+    def probe(self) -> None:
+        """With nothing in flight: raise :class:`Dropped` if the server closed the
+        connection (an idle timeout, a restart), failed it, or sent bytes nobody asked
+        for (a desynchronised stream). One small ``recv`` (a peek, without TLS), cheap
+        enough for every time a worker goes from idle to busy."""
+        sock = self.sock
+        assert sock is not None
+        try:
+            # MSG_PEEK is refused on a TLS socket; one byte taken there is a desync anyway.
+            data = sock.recv(1) if self.tls else sock.recv(1, socket.MSG_PEEK)
+        except _WOULD_BLOCK:
+            return
+        except OSError as exc:
+            raise Dropped(self._lost(exc)) from None
+        if not data:
+            raise Dropped(self._failure(ErrorKind.CONNECTION_LOST))
+        raise Dropped(self.desync("with no request in flight"))
+
+    def desync(self, when: str) -> Failure:
+        """The failure of keys on a connection whose stream went out of step."""
+        return self._failure(ErrorKind.PROTOCOL_ERROR, detail=f"unsolicited bytes {when}")
+
     def has_pending(self) -> bool:
         """TLS: decrypted bytes wait in the TLS object (the socket may not be readable)."""
         return self.tls and self.sock is not None and self.sock.pending() > 0  # type: ignore[attr-defined]

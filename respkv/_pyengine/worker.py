@@ -252,8 +252,7 @@ class Worker(threading.Thread):
         idle timeout, a restart: reconnect when work comes) or sent bytes nobody asked
         for (a desynchronised stream: drop it)."""
         try:
-            if conn.receive(header_only=False):
-                self._take_replies(conn)
+            conn.probe()
         except Dropped as exc:
             self._drop(exc.failure, backoff=exc.failure.kind is ErrorKind.PROTOCOL_ERROR)
 
@@ -288,7 +287,7 @@ class Worker(threading.Thread):
         self._backoff = 0.0
         self._queued = 0
         if not conn.reader.idle:  # bytes after the handshake replies
-            self._connect_failed(_desync(self._address, "after the connection handshake"))
+            self._connect_failed(conn.desync("after the connection handshake"))
 
     def _connect_failed(self, failure: Failure) -> None:
         self._close_conn()
@@ -435,7 +434,7 @@ class Worker(threading.Thread):
         while inflight:
             run = inflight[0]
             if run.offset >= conn.sent and not reader.idle:
-                raise Dropped(_desync(self._address, "before its request was sent"))
+                raise Dropped(conn.desync("before its request was sent"))
             take = key_replies if run.tile.batch.views is None else value_replies
             try:
                 pos = take(run, reader, self._address)
@@ -448,7 +447,7 @@ class Worker(threading.Thread):
                 return
             inflight.popleft()
         if not reader.idle:
-            raise Dropped(_desync(self._address, "with no request in flight"))
+            raise Dropped(conn.desync("with no request in flight"))
 
     def _settle(self, run: Run, pos: int) -> None:
         """Account keys ``run.pos .. pos`` as done (their statuses are written)."""
@@ -457,10 +456,13 @@ class Worker(threading.Thread):
             return
         views = run.tile.batch.views
         if views is not None:  # SET / GET: their values leave the byte windows
+            total = large = 0
             for view in views[run.pos : pos]:
                 nbytes = view.nbytes
-                self._inflight_bytes -= nbytes
-                self._inflight_large -= nbytes >= LARGE_VALUE_BYTES
+                total += nbytes
+                large += nbytes >= LARGE_VALUE_BYTES
+            self._inflight_bytes -= total
+            self._inflight_large -= large
         run.pos = pos
         self._inflight_keys -= done
         run.tile.keys_done(done)
@@ -532,7 +534,3 @@ class Worker(threading.Thread):
         self._drop(failure)
         self._fail_pending(failure)
         self._woken = True
-
-
-def _desync(address: str, when: str) -> Failure:
-    return Failure(ErrorKind.PROTOCOL_ERROR, address, detail=f"unsolicited bytes {when}")
