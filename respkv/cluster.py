@@ -20,6 +20,7 @@ A single-server URL never reaches any of this.
 
 from __future__ import annotations
 
+from respkv._cluster.admin import ClusterAdminLink
 from respkv._cluster.options import ClusterOptions, format_address, parse_address
 from respkv._cluster.router import ClusterConnector, NodeFactory, node_factory_for
 from respkv._cluster.slots import SLOT_COUNT, hash_tag, key_slot, slots_of
@@ -27,6 +28,7 @@ from respkv._cluster.topology import Shard, Topology, fetch_topology
 
 __all__ = [
     "SLOT_COUNT",
+    "ClusterAdminLink",
     "ClusterConnector",
     "ClusterOptions",
     "NodeFactory",

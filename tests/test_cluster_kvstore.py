@@ -4,6 +4,8 @@ that a recovery on a cluster needs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import redis
@@ -124,3 +126,31 @@ def test_cluster_admin_link_follows_keys_to_their_masters(
             link.command("GET", "adm:hash")
     finally:
         link.close()
+
+
+def test_lmcache_surface_on_a_cluster(local_cluster: LocalCluster, cluster_backend: str) -> None:
+    import select
+
+    from respkv.compat.lmcache import LMCacheRedisClient
+
+    local_cluster.flushall()
+    client = LMCacheRedisClient(url=local_cluster.url, num_workers=1, backend=cluster_backend)
+    try:
+        keys = [f"lmc:{i}" for i in range(60)]
+        vals = [bytearray(b"%03d" % i * 100) for i in range(60)]
+        done: dict[int, Any] = {}
+
+        def wait(bid: int) -> Any:
+            while bid not in done:
+                select.select([client.event_fd()], [], [], 10)
+                for c in client.drain_completions():
+                    done[c[0]] = c
+            return done.pop(bid)
+
+        ok = wait(client.submit_batch_set(keys, [memoryview(v) for v in vals]))
+        assert ok[1] and ok[3] is None
+        out = [bytearray(300) for _ in keys]
+        got = wait(client.submit_batch_get(keys, [memoryview(b) for b in out]))
+        assert got[1] and list(got[3]) == [True] * 60 and out == vals
+    finally:
+        client.close()
