@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import errno as errno_codes
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -166,37 +166,45 @@ def _seconds(t: float) -> str:
     return f"{t:g} s"
 
 
+def _at(f: Failure) -> str:
+    return f.address or "the server"
+
+
+#: One formatter per kind: the only place respkv words a per-key failure.
+_FORMATS: Final[dict[ErrorKind, Callable[[Failure], str]]] = {
+    ErrorKind.CONNECT_FAILED: lambda f: (
+        f"connect to {_at(f)} failed: {_os_reason(f) or 'unknown reason'}"
+    ),
+    ErrorKind.HANDSHAKE_FAILED: lambda f: f"{f.detail or 'AUTH'} failed: {f.reply}",
+    ErrorKind.TLS_FAILED: lambda f: (
+        f"TLS with {_at(f)} failed: {_os_reason(f) or 'unknown reason'}"
+    ),
+    ErrorKind.CONNECTION_LOST: lambda f: (
+        f"connection to {_at(f)} lost: {_os_reason(f) or 'server closed the connection'}"
+    ),
+    ErrorKind.TIMED_OUT: lambda f: (
+        f"no reply from {_at(f)} within op_timeout ({_seconds(f.timeout)})"
+    ),
+    ErrorKind.DEADLINE: lambda f: (
+        f"batch deadline ({_seconds(f.timeout)}) passed before the key finished"
+    ),
+    ErrorKind.CANCELLED: lambda f: "batch cancelled before the key finished",
+    ErrorKind.CLOSED: lambda f: "connector closed before the key finished",
+    ErrorKind.SIZE_MISMATCH: lambda f: f"value is {f.actual} bytes, buffer is {f.expected} bytes",
+    ErrorKind.SERVER_ERROR: lambda f: f.reply,
+    ErrorKind.UNEXPECTED_REPLY: lambda f: f"unexpected reply: {f.reply}",
+    ErrorKind.PROTOCOL_ERROR: lambda f: f"protocol error from {_at(f)}: {f.detail}",
+    ErrorKind.ABORTED: lambda f: (
+        f"connection to {_at(f)} dropped to end another batch; outcome unknown"
+    ),
+    ErrorKind.INTERNAL: lambda f: f"internal error in the engine: {f.detail}",
+}
+assert set(_FORMATS) == set(ErrorKind)
+
+
 def format_failure(f: Failure) -> str:
     """The one readable message for a failure, whichever backend reported it."""
-    kind = f.kind
-    at = f.address or "the server"
-    if kind is ErrorKind.CONNECT_FAILED:
-        return f"connect to {at} failed: {_os_reason(f) or 'unknown reason'}"
-    if kind is ErrorKind.HANDSHAKE_FAILED:
-        return f"{f.detail or 'AUTH'} failed: {f.reply}"
-    if kind is ErrorKind.TLS_FAILED:
-        return f"TLS with {at} failed: {_os_reason(f) or 'unknown reason'}"
-    if kind is ErrorKind.CONNECTION_LOST:
-        return f"connection to {at} lost: {_os_reason(f) or 'server closed the connection'}"
-    if kind is ErrorKind.TIMED_OUT:
-        return f"no reply from {at} within op_timeout ({_seconds(f.timeout)})"
-    if kind is ErrorKind.DEADLINE:
-        return f"batch deadline ({_seconds(f.timeout)}) passed before the key finished"
-    if kind is ErrorKind.CANCELLED:
-        return "batch cancelled before the key finished"
-    if kind is ErrorKind.CLOSED:
-        return "connector closed before the key finished"
-    if kind is ErrorKind.SIZE_MISMATCH:
-        return f"value is {f.actual} bytes, buffer is {f.expected} bytes"
-    if kind is ErrorKind.SERVER_ERROR:
-        return f.reply
-    if kind is ErrorKind.UNEXPECTED_REPLY:
-        return f"unexpected reply: {f.reply}"
-    if kind is ErrorKind.PROTOCOL_ERROR:
-        return f"protocol error from {at}: {f.detail}"
-    if kind is ErrorKind.ABORTED:
-        return f"connection to {at} dropped to end another batch; outcome unknown"
-    return f"internal error in the engine: {f.detail}"
+    return _FORMATS[f.kind](f)
 
 
 def summarize(statuses: Sequence[KeyStatus], failures: Sequence[Failure | None]) -> str | None:

@@ -69,30 +69,38 @@ class ConnectionOptions:
     reconnect_backoff_max: float = 1.0
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = [*self._address_problems(), *self._timing_problems()]
+        for name in ("window_values", "window_bytes", "window_small"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.num_workers <= 256:
             problems.append(f"num_workers must be in 1..256, got {self.num_workers}")
+        if self.client_name and any(c.isspace() for c in self.client_name):
+            problems.append("client_name must not contain whitespace")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def _address_problems(self) -> list[str]:
+        problems = []
         if self.unix_path is None and not 0 < self.port < 65536:
             problems.append(f"port must be in 1..65535, got {self.port}")
         if self.unix_path is None and not self.host:
             problems.append("host must not be empty")
         if self.db < 0:
             problems.append(f"db must be >= 0, got {self.db}")
+        return problems
+
+    def _timing_problems(self) -> list[str]:
+        problems = []
         for name in ("connect_timeout", "op_timeout"):
             value = getattr(self, name)
             if not 0 < value <= MAX_TIMEOUT:  # also False for nan
                 problems.append(
                     f"{name} must be > 0 and at most MAX_TIMEOUT ({MAX_TIMEOUT:g} s), got {value}"
                 )
-        for name in ("window_values", "window_bytes", "window_small"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.reconnect_backoff_min <= self.reconnect_backoff_max:
             problems.append("need 0 <= reconnect_backoff_min <= reconnect_backoff_max")
-        if self.client_name and any(c.isspace() for c in self.client_name):
-            problems.append("client_name must not contain whitespace")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        return problems
 
     def __repr__(self) -> str:
         parts = []

@@ -107,31 +107,32 @@ def check_buffers(buffers: Sequence[BufferLike], nkeys: int, *, writable: bool) 
         raise TypeError(f"buffers must be a sequence, not {type(buffers).__name__}") from None
     if n != nkeys:
         raise ValueError(f"length mismatch: {nkeys} keys but {n} buffers")
-    out: list[memoryview] = []
-    append = out.append
-    for i, buf in enumerate(buffers):
-        try:
-            view = memoryview(buf)
-        except TypeError:
-            raise TypeError(
-                f"buffer {i}: expected a buffer-protocol object, got {type(buf).__name__}"
-            ) from None
-        if not view.c_contiguous:
-            raise ValueError(f"buffer {i}: not C-contiguous")
-        if writable and view.readonly:
-            raise ValueError(f"buffer {i}: read-only; GET needs a writable buffer")
-        if view.nbytes > MAX_VALUE_BYTES:
-            raise ValueError(
-                f"buffer {i}: {view.nbytes} bytes exceeds MAX_VALUE_BYTES ({MAX_VALUE_BYTES})"
-            )
-        if view.nbytes == 0:
-            # memoryview cannot cast a shape with a zero in it, such as (0, 3); an
-            # empty value needs no memory of its own, so any empty view stands in.
-            view = memoryview(bytearray())
-        elif view.ndim != 1 or view.format != "B":
-            view = view.cast("B") if view.ndim else view.cast("B", (view.nbytes,))
-        append(view)
-    return out
+    return [_flat_view(i, buf, writable) for i, buf in enumerate(buffers)]
+
+
+def _flat_view(i: int, buf: BufferLike, writable: bool) -> memoryview:
+    """Buffer ``i`` as a flat byte memoryview, or a clear error naming ``i``."""
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise TypeError(
+            f"buffer {i}: expected a buffer-protocol object, got {type(buf).__name__}"
+        ) from None
+    if not view.c_contiguous:
+        raise ValueError(f"buffer {i}: not C-contiguous")
+    if writable and view.readonly:
+        raise ValueError(f"buffer {i}: read-only; GET needs a writable buffer")
+    if view.nbytes > MAX_VALUE_BYTES:
+        raise ValueError(
+            f"buffer {i}: {view.nbytes} bytes exceeds MAX_VALUE_BYTES ({MAX_VALUE_BYTES})"
+        )
+    if view.nbytes == 0:
+        # memoryview cannot cast a shape with a zero in it, such as (0, 3); an
+        # empty value needs no memory of its own, so any empty view stands in.
+        return memoryview(bytearray())
+    if view.ndim != 1 or view.format != "B":
+        return view.cast("B") if view.ndim else view.cast("B", (view.nbytes,))
+    return view
 
 
 def check_timeout(timeout: object) -> float | None:
