@@ -28,7 +28,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from respkv._admin import AdminConnection
 from respkv._compat import BufferLike
@@ -40,6 +40,7 @@ from respkv.errors import ReplyError, ResultError
 __all__ = [
     "ENGINE_THREAD_PREFIX",
     "PIPELINE_KEYS",
+    "AdminCalls",
     "AdminLink",
     "ClientStats",
     "Counters",
@@ -48,6 +49,7 @@ __all__ = [
     "check_prefix",
     "deadline_kw",
     "finished",
+    "open_admin",
     "raise_for",
     "release_unclosed",
     "unreachable",
@@ -240,6 +242,30 @@ def unreachable(options: ConnectionOptions, exc: BaseException) -> ConnectionErr
     return ConnectionError(f"respkv: cannot use the server at {options.address}: {reason}")
 
 
+class AdminCalls(Protocol):
+    """What a client asks of its admin connection (one server or a cluster)."""
+
+    def command(self, *args: object) -> Any: ...
+
+    def get_bytes(self, keys: list[bytes]) -> list[bytes | None]: ...
+
+    def strlen(self, keys: list[bytes]) -> list[int]: ...
+
+    def close(self, *, forked: bool = False) -> None: ...
+
+
+def open_admin(options: ConnectionOptions) -> AdminCalls:
+    """The admin calls for ``options``: :class:`AdminLink`, or on a cluster the router's
+    ``ClusterAdminLink`` (keys go to their masters, MOVED/ASK followed). No I/O yet."""
+    from respkv._cluster.options import ClusterOptions
+
+    if isinstance(options, ClusterOptions):
+        from respkv._cluster.admin import ClusterAdminLink
+
+        return ClusterAdminLink(options)
+    return AdminLink(options)
+
+
 class AdminLink:
     """A client's plain connection for everything that is not a bulk batch."""
 
@@ -309,7 +335,7 @@ class Owned:
 
     __slots__ = ("admin", "conn", "pid")
 
-    def __init__(self, conn: Connector, admin: AdminLink) -> None:
+    def __init__(self, conn: Connector, admin: AdminCalls) -> None:
         self.conn = conn
         self.admin = admin
         self.pid = os.getpid()

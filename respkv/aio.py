@@ -46,7 +46,6 @@ from typing import Any, TypeVar
 
 from respkv._backend import BackendInfo, open_connector, select_backend
 from respkv._clientbase import (
-    AdminLink,
     ClientStats,
     Counters,
     Owned,
@@ -54,6 +53,7 @@ from respkv._clientbase import (
     check_prefix,
     deadline_kw,
     finished,
+    open_admin,
     raise_for,
     release_unclosed,
     unreachable,
@@ -90,7 +90,7 @@ class AsyncClient:
         self._loop = loop or asyncio.get_running_loop()
         self._conn: Connector = open_connector(options, self.backend.name)
         self._fd = self._conn.event_fd()
-        self._owned = Owned(self._conn, AdminLink(options))
+        self._owned = Owned(self._conn, open_admin(options))
         # batch id -> (future, buffers kept alive until the batch completes)
         self._pending: dict[int, _Pending] = {}
         self._unclaimed: dict[int, Completion] = {}

@@ -43,7 +43,6 @@ from typing import Any, Final
 
 from respkv._backend import BackendInfo, open_connector, select_backend
 from respkv._clientbase import (
-    AdminLink,
     ClientStats,
     Counters,
     Owned,
@@ -51,6 +50,7 @@ from respkv._clientbase import (
     check_prefix,
     deadline_kw,
     finished,
+    open_admin,
     raise_for,
     release_unclosed,
     unreachable,
@@ -113,7 +113,7 @@ class Client:
                 type(connector).__name__, "explicit", "connector passed to Client"
             )
         self._conn = connector
-        self._owned = Owned(connector, AdminLink(options))
+        self._owned = Owned(connector, open_admin(options))
         self._finalizer = weakref.finalize(self, release_unclosed, self._owned, repr(self))
         self._poller = select.poll()
         self._poller.register(connector.event_fd(), select.POLLIN)

@@ -33,7 +33,8 @@ client has one): keys on the server are ``client.prefix + key_prefix + key``.
 Usage is what *this process* stored. Other writers under the same prefix are invisible
 until a miss or a recovery scan (:meth:`KVStore.recover_usage`): one SCAN over the
 whole database (``COUNT`` :data:`SCAN_COUNT` keys per round trip, O(all keys), not
-just the prefix's) plus one ``EVAL`` of ``STRLEN`` per page. It is off by default.
+just the prefix's) plus one ``EVAL`` of ``STRLEN`` per page; on a cluster the router
+scans every master (``ClusterConnector.scan_key_sizes``). It is off by default.
 """
 
 from __future__ import annotations
@@ -373,19 +374,28 @@ class KVStore:
         # SCAN and EVAL take keys as the server has them, with the client's prefix.
         outer = self.client.prefix
         pattern = _glob_escape(outer + self.prefix) + b"*"
-        cursor: bytes = b"0"
         added = 0
+        for key, size in self._scan_sizes(pattern):
+            if size >= 0 and self._tracker.recovered(key[len(outer) :], size):
+                added += 1
+        self._after_store()
+        return added
+
+    def _scan_sizes(self, pattern: bytes) -> Iterator[tuple[bytes, int]]:
+        """``(server key, size)`` for keys matching ``pattern``; -1: not a string. On a
+        cluster the router walks every master (``scan_key_sizes``)."""
+        on_every_master = getattr(self.client.connector, "scan_key_sizes", None)
+        if on_every_master is not None:
+            yield from on_every_master(pattern, SCAN_COUNT)
+            return
+        cursor: bytes = b"0"
         while True:
             reply = self.client.command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
             cursor, page = reply[0], list(reply[1])
             if page:
-                for key, size in zip(page, self._sizes(page), strict=True):
-                    if size >= 0 and self._tracker.recovered(key[len(outer) :], size):
-                        added += 1
+                yield from zip(page, self._sizes(page), strict=True)
             if cursor == b"0":
-                break
-        self._after_store()
-        return added
+                return
 
     # -- lifecycle -------------------------------------------------------------------
 

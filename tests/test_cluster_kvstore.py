@@ -83,13 +83,6 @@ def test_scan_key_sizes_reads_every_master(
     assert found == {k: i % 17 for i, k in enumerate(keys[:-1])}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KVStore.recover_usage SCANs and EVALs through Client.command, i.e. on the first "
-    "seed only (and EVAL of a page is CROSSSLOT on a cluster); it must use "
-    "ClusterConnector.scan_key_sizes on a cluster (reported to the lead: kvstore.py is "
-    "not the cluster engineer's)",
-)
 def test_recover_usage_counts_keys_on_every_master(
     cluster_options: ClusterOptions, cluster_backend: str
 ) -> None:
