@@ -95,6 +95,15 @@ class OpStats:
     hits: int = 0
     mismatched_keys: int = 0
     first_mismatch: str | None = None
+    #: Client CPU seconds (this process: user + system, all threads) per timed run.
+    cpu_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def cpu_s_per_gb(self) -> float | None:
+        """Median client CPU seconds per GB (1e9 bytes) moved; None without bytes."""
+        if not self.bytes or not self.cpu_seconds:
+            return None
+        return statistics.median(self.cpu_seconds) / (self.bytes / 1e9)
 
     @property
     def median_s(self) -> float:
@@ -258,6 +267,7 @@ class _Run:
         self.set, self.get = OpStats("SET", n, total), OpStats("GET", n, total)
         self.exists = OpStats("EXISTS", n)
         self.exists_hits: list[int] = []
+        self.last_cpu = 0.0  # client CPU seconds of the last phase's work
 
     def phase(
         self,
@@ -272,9 +282,10 @@ class _Run:
         phase = Phase(self.step, self.steps, label, op, self.config.num_keys)
         if self.hook is not None:
             self.hook(phase)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         result = work()
         elapsed = time.perf_counter() - t0
+        self.last_cpu = time.process_time() - c0
         failed, error = (0, None) if result is None else check(result)
         if self.hook is not None:
             self.hook(dataclasses.replace(phase, seconds=elapsed, failed_keys=failed, error=error))
@@ -314,6 +325,7 @@ class _Run:
         elapsed = self.phase(label, "SET", partial(client.batch_set, keys, src), self.check_set)
         if timed:
             self.set.seconds.append(elapsed)
+            self.set.cpu_seconds.append(self.last_cpu)
         zero = bytes(cfg.chunk_bytes)
         for buf in dst:  # zeroed (untimed): a GET that writes nothing cannot pass on old bytes
             buf[:] = zero
@@ -321,6 +333,7 @@ class _Run:
         elapsed = self.phase(label, "GET", partial(client.batch_get, keys, dst), check_get)
         if timed:
             self.get.seconds.append(elapsed)
+            self.get.cpu_seconds.append(self.last_cpu)
         if with_exists:
             check = partial(self.check_exists, timed)
             elapsed = self.phase(label, "EXISTS", partial(client.batch_exists, keys), check)

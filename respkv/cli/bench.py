@@ -234,6 +234,8 @@ def _op_json(stats: OpStats) -> dict[str, Any]:
     if stats.bytes:
         out["bytes"] = stats.bytes
         out["bytes_per_s"] = None if failed else stats.bytes_per_s
+        out["client_cpu_seconds"] = stats.cpu_seconds
+        out["client_cpu_s_per_gb"] = stats.cpu_s_per_gb
     else:
         out["ops_per_s"] = None if failed else stats.ops_per_s
     return out
@@ -253,7 +255,14 @@ def report_json(report: BenchReport, extra: dict[str, Any] | None = None) -> dic
             "repeat": cfg.repeat,
             "warmup": cfg.warmup,
         },
-        "units": {"bytes_per_s": "bytes per second", "seconds": "wall-clock seconds"},
+        "units": {
+            "bytes_per_s": "bytes per second",
+            "seconds": "wall-clock seconds",
+            "client_cpu_s_per_gb": (
+                "this process's CPU seconds (user + system, all threads) per 1e9 bytes, "
+                "median of the timed runs"
+            ),
+        },
         "set": _op_json(report.set),
         "get": {
             **_op_json(report.get),
