@@ -37,7 +37,7 @@ import random
 import statistics
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -46,7 +46,7 @@ import pytest
 
 import respkv
 import respkv.aio
-from respkv import BatchResult, ConnectionOptions, KeyStatus
+from respkv import BatchResult, ConnectionOptions, Failure, KeyStatus
 from respkv._admin import AdminConnection
 from respkv._backend import load_native
 from respkv._contract import STATUS_OF_KIND
@@ -69,6 +69,8 @@ ABANDON: Final = 0.1
 ABANDON_AFTER: Final = (0.001, 0.05)
 #: RSS sampling period during the load, seconds.
 RSS_EVERY: Final = 0.25
+#: Operations remembered per key for failure messages.
+HISTORY: Final = 12
 MIB: Final = 1 << 20
 
 
@@ -128,6 +130,8 @@ class Worker:
     statuses: Counter[str] = field(default_factory=Counter)
 
     watched: list[tuple[list[bytearray], list[bytes]]] = field(default_factory=list)
+    #: The last operations on each key, for the message when a check fails.
+    history: dict[str, deque[str]] = field(default_factory=dict)
 
     def size(self, key: str) -> int:
         return self.sizes[key]
@@ -151,26 +155,35 @@ def _check_failures(r: BatchResult) -> None:
             assert f is not None and STATUS_OF_KIND[f.kind] is s, f"{s.name} with {f!r}"
 
 
+def _note(w: Worker, op: str, k: str, s: KeyStatus, f: Failure | None) -> None:
+    kind = "" if f is None else f"/{f.kind.name}{' in flight' if f.in_flight else ''}"
+    w.history.setdefault(k, deque(maxlen=HISTORY)).append(f"{op} {s.name}{kind}")
+
+
 def _after_write(w: Worker, keys: list[str], r: BatchResult, answered: str) -> None:
     _check_failures(r)
+    op = "SET" if answered == "present" else "DEL"
     for k, s, f in zip(keys, r.statuses, r.failures):
         w.statuses[s.name] += 1
+        _note(w, op, k, s, f)
         if s is KeyStatus.OK or (answered == "absent" and s is KeyStatus.MISS):
             w.state[k] = answered
         elif f is not None and f.outcome_unknown:
             w.state[k] = "unknown"
 
 
-def _after_read(w: Worker, keys: list[str], r: BatchResult) -> None:
+def _after_read(w: Worker, keys: list[str], r: BatchResult, op: str) -> None:
     _check_failures(r)
-    for k, s in zip(keys, r.statuses):
+    for k, s, f in zip(keys, r.statuses, r.failures):
         w.statuses[s.name] += 1
+        _note(w, op, k, s, f)
         known = w.state.get(k, "absent")
+        past = "; ".join(w.history[k])
         if s is KeyStatus.OK:
-            assert known != "absent", f"{k}: a hit for a key known to be absent"
+            assert known != "absent", f"{k}: a hit for a key known to be absent ({past})"
             w.state[k] = "present"
         elif s is KeyStatus.MISS:
-            assert known != "present", f"{k}: a MISS for a key known to be present (lost write)"
+            assert known != "present", f"{k}: a MISS for a key known present ({past})"
             w.state[k] = "absent"
 
 
@@ -210,20 +223,20 @@ def _run_sync(client: respkv.Client, w: Worker, stop: threading.Event) -> None:
         elif op == "delete":
             _after_write(w, keys, client.batch_delete(keys), "absent")
         elif op == "exists":
-            _after_read(w, keys, client.batch_exists(keys))
+            _after_read(w, keys, client.batch_exists(keys), "EXISTS")
         elif w.rng.random() < ABANDON:
             # A deadline shorter than the GET: whatever came back, nothing may write
             # into these buffers once the call has returned.
             bufs = _get_buffers(w, keys, wrong)
             r = client.batch_get(keys, bufs, timeout=w.rng.uniform(*ABANDON_AFTER))
             _verify_hits(keys, bufs, r, wrong)
-            _after_read(w, keys, _read_result(r, wrong))
+            _after_read(w, keys, _read_result(r, wrong), "GET")
             w.watch(bufs)
         else:
             bufs = _get_buffers(w, keys, wrong)
             r = client.batch_get(keys, bufs)
             _verify_hits(keys, bufs, r, wrong)
-            _after_read(w, keys, _read_result(r, wrong))
+            _after_read(w, keys, _read_result(r, wrong), "GET")
         w.check_watched()
 
 
@@ -236,7 +249,7 @@ async def _run_async(client: respkv.aio.AsyncClient, w: Worker, stop: threading.
         elif op == "delete":
             _after_write(w, keys, await client.batch_delete(keys), "absent")
         elif op == "exists":
-            _after_read(w, keys, await client.batch_exists(keys))
+            _after_read(w, keys, await client.batch_exists(keys), "EXISTS")
         elif w.rng.random() < ABANDON:
             # The awaiting task is cancelled: once the await has ended, nothing may
             # write into these buffers (the cancel is real, not just the wait's).
@@ -249,13 +262,13 @@ async def _run_async(client: respkv.aio.AsyncClient, w: Worker, stop: threading.
                 w.statuses["ABANDONED"] += 1
             else:
                 _verify_hits(keys, bufs, r, wrong)
-                _after_read(w, keys, _read_result(r, wrong))
+                _after_read(w, keys, _read_result(r, wrong), "GET")
             w.watch(bufs)
         else:
             bufs = _get_buffers(w, keys, wrong)
             r = await client.batch_get(keys, bufs)
             _verify_hits(keys, bufs, r, wrong)
-            _after_read(w, keys, _read_result(r, wrong))
+            _after_read(w, keys, _read_result(r, wrong), "GET")
         w.check_watched()
 
 
