@@ -229,6 +229,7 @@ class ClusterConnector(RouterCore):
         self._stopping = True
         self._wake.set()
         self._thread.join()
+        self._slow.close_pending()  # retired by the router thread after the slow paths stopped
         with self._lock:
             for node in self._all_nodes():
                 for c in node.conn.drain_completions():

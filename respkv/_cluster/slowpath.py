@@ -127,9 +127,14 @@ class SlowPaths:
             self._ask_cond.notify_all()
         for t in self._threads:
             t.join()
-        for conn in self._closing:
+        self.close_pending()
+
+    def close_pending(self) -> None:
+        """Close the retired connectors still waiting here (at the end of ``close``)."""
+        with self._map_cond:
+            closing, self._closing = self._closing, []
+        for conn in closing:
             conn.close()
-        self._closing.clear()
 
     def close_in_child(self) -> None:
         """After fork: close the links' sockets; no thread exists here to stop."""
