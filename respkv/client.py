@@ -318,23 +318,25 @@ class Client:
         try:
             completion = self._wait(batch_id)
         except BaseException:
-            self._settle(batch_id)
+            settled = self._settle(batch_id)
+            if settled is not None:  # counted; its result is not the caller's anymore
+                self._counters.record(op, settled, buffers)
             raise
         return finished(self._counters, self.options, op, raw, completion, buffers=buffers)
 
-    def _settle(self, batch_id: int) -> None:
+    def _settle(self, batch_id: int) -> Completion | None:
         """The wait was interrupted: cancel the batch and wait for its completion, so
         that no write into the caller's buffers follows the call."""
         with contextlib.suppress(Exception):
             self._conn.cancel(batch_id)
         for _ in range(MAX_INTERRUPTS_WHILE_SETTLING):
             try:
-                self._wait(batch_id)
-                return
+                return self._wait(batch_id)
             except KeyboardInterrupt:
                 continue
             except Exception:
-                return
+                return None
+        return None
 
     def _wait(self, batch_id: int) -> Completion:
         cond = self._cond

@@ -4,6 +4,7 @@ prefix, copying reads, ping/check, counters and logs."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -262,3 +263,39 @@ def test_failed_batches_are_logged_without_secrets(
     assert records[0].levelno == logging.WARNING
     assert f"{auth_server.host}:{auth_server.port}" in text and "SIZE_MISMATCH" in text
     assert AUTH_PASSWORD not in text and "log:k" not in text
+
+
+class _Interrupted(Exception):
+    """Raised by a signal handler in the waiting thread, as Ctrl-C would be."""
+
+
+def test_an_interrupted_wait_cancels_the_batch_and_settles_it_first(
+    redis_options: ConnectionOptions, backend_name: str, fault_proxy: FaultProxy
+) -> None:
+    """An exception raised while the caller waits (``KeyboardInterrupt``) cancels the
+    batch and waits for its completion before it propagates: no write follows."""
+    opts = redis_options.replace(host=fault_proxy.host, port=fault_proxy.port, num_workers=1)
+    with respkv.connect(opts, backend=backend_name) as c:
+        assert c.batch_set(["int:k"], [b"v" * MIB]).ok
+        out = np.full(MIB, POISON, dtype=np.uint8)
+
+        def interrupt(signum: int, frame: object) -> None:
+            raise _Interrupted
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        fault_proxy.stall()
+        try:
+            # Fires while the caller waits: the stalled batch cannot complete on its own.
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with pytest.raises(_Interrupted):
+                c.batch_get(["int:k"], [out])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert c._done == {}, "the cancelled batch's completion was collected, not left over"
+        assert c.stats().errors.get(ErrorKind.CANCELLED) == 1
+        out.fill(POISON)
+        fault_proxy.unstall()
+        fresh = np.zeros(MIB, dtype=np.uint8)
+        assert c.batch_get(["int:k"], [fresh]).ok and (fresh == ord("v")).all()
+        assert (out == POISON).all(), "a write followed the interrupted call"
