@@ -232,6 +232,10 @@ class AsyncClient:
         return self._counters.snapshot()
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def in_flight(self) -> int:
         """Batches submitted and not yet completed."""
         return len(self._pending)
@@ -242,6 +246,9 @@ class AsyncClient:
         """Idempotent: pending batches complete (``CANCELLED``) and their awaits return;
         the connector and the admin connection are released."""
         if self._closed:
+            return
+        if not self._owned.forked and asyncio.get_running_loop() is not self._loop:
+            await self._hop(self.close())  # the loop's selector is the loop's alone
             return
         self._closed = True
         self._finalizer.detach()

@@ -181,7 +181,12 @@ def test_awaitable_from_another_threads_loop_and_cancel_hops(
             fault_proxy.unstall()
 
         asyncio.run(other())
-        asyncio.run_coroutine_threadsafe(client.close(), loop).result(30)
+
+        async def close_from_here() -> None:
+            await client.close()  # hops to the owner loop too
+
+        asyncio.run(close_from_here())
+        assert client.closed
     finally:
         fault_proxy.unstall()
         loop.call_soon_threadsafe(loop.stop)
