@@ -72,6 +72,9 @@ _RECV: Final = 256 * 1024
 #: Held bytes per direction and connection before the proxy stops reading the source:
 #: TCP back-pressure then holds the rest in the kernel, so memory stays bounded.
 _HIGH_WATER: Final = 4 * 1024 * 1024
+#: Request bytes a stalled request stream takes in (and holds) before it stops reading:
+#: more than an engine writes without replies (its window_bytes, 8 MiB, plus a value).
+_HELD_LIMIT: Final = 64 * 1024 * 1024
 #: Longest a fault method waits for the loop thread to apply it (it takes microseconds).
 _COMMAND_TIMEOUT: Final = 5.0
 #: A data command in a request stream: ``$3\r\nGET\r\n`` and the like.
@@ -394,15 +397,24 @@ class FaultProxy:
                     continue
                 mask = 0
                 for d, f in link.flows.items():
-                    stalled = d in self._stalled
-                    readable = not f.eof and f.cut_at is None and not stalled
-                    if f.src is sock and readable and len(f.out) < _HIGH_WATER:
+                    if f.src is sock and self._reading(d, f):
                         mask |= selectors.EVENT_READ
                     if f.dst is sock and f.out:
                         mask |= selectors.EVENT_WRITE
                 if link.draining and sock is link.client:
                     mask = selectors.EVENT_READ
                 self._set_interest(sock, mask, link)
+
+    def _reading(self, direction: str, flow: _Flow) -> bool:
+        """Whether to read the flow's source now. A stalled reply stream is left in the
+        kernel (back-pressure on the server); a stalled request stream is still read,
+        into ``held``, so that a client that gives up is seen at once (its FIN is not
+        stuck behind unread requests) and what it sent is dropped, never delivered late."""
+        if flow.eof or flow.cut_at is not None:
+            return False
+        if direction in self._stalled:
+            return direction == REQUESTS and len(flow.held) < _HELD_LIMIT
+        return len(flow.out) < _HIGH_WATER
 
     def _set_interest(self, sock: socket.socket, mask: int, link: _Link) -> None:
         try:
@@ -464,7 +476,11 @@ class FaultProxy:
                 return
         start = self._seen[direction]
         self._seen[direction] = start + len(data)
+        stalled = direction in self._stalled  # (a stall_after below starts one itself)
         self._apply_actions(flow, direction, bytearray(data), start)
+        if stalled:
+            flow.held += flow.out
+            flow.out.clear()
 
     def _apply_actions(self, flow: _Flow, direction: str, data: bytearray, start: int) -> None:
         """Append ``data`` (stream positions ``start``..) to ``flow.out``, applying the
