@@ -171,6 +171,41 @@ def test_forked_child_can_use_a_new_client(
         assert client.batch_exists(["fork2:k"]).ok
 
 
+def test_forked_child_gets_forked_error_from_an_async_client(
+    redis_options: ConnectionOptions, backend_name: str
+) -> None:
+    """The client's loop runs on a parent thread the child does not have: before the
+    fix a call from the child hopped to that loop and waited forever."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+
+    async def opened() -> respkv.aio.AsyncClient:
+        return await respkv.aio.connect(redis_options, backend=backend_name, num_workers=1)
+
+    try:
+        client = asyncio.run_coroutine_threadsafe(opened(), loop).result(30)
+
+        def child() -> str:
+            try:
+                asyncio.run(client.batch_exists(["afork:k"]))
+            except ForkedError:
+                pass
+            else:
+                return "no ForkedError"
+            asyncio.run(client.close())
+            return "ok"
+
+        assert _run_in_child(child) == (0, "ok")
+        done = asyncio.run_coroutine_threadsafe(client.batch_exists(["afork:k"]), loop)
+        assert done.result(30).hits == [False], "the parent's client is unharmed"
+        asyncio.run_coroutine_threadsafe(client.close(), loop).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(10)
+        loop.close()
+
+
 def _wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not cond():
