@@ -12,7 +12,6 @@ The public names are re-exported by :mod:`respkv.cluster`; see ``docs/cluster.md
 * :mod:`~respkv._cluster.results`: how each key's result is settled (redirects,
   retries, bounds, early ends);
 * :mod:`~respkv._cluster.slowpath`: the map-refresh and ASK threads;
-* :mod:`~respkv._cluster.notify`: the router's event fds;
 * :mod:`~respkv._cluster.scan`: every master's keys and sizes (usage recovery);
 * :mod:`~respkv._cluster.admin`: the clients' admin calls on a cluster.
 """

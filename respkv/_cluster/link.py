@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from respkv._admin import handshake_commands, open_socket
+from respkv._admin import handshake_commands, handshake_required, open_socket
 from respkv._failure import ErrorKind, Failure
 from respkv._options import ConnectionOptions
 from respkv.errors import ProtocolError, ReplyError
@@ -72,7 +72,7 @@ class NodeLink:
         try:
             for cmd in handshake_commands(options):
                 (reply,) = self.call([cmd], timeout)
-                if isinstance(reply, ReplyError) and cmd[0] != "CLIENT":
+                if isinstance(reply, ReplyError) and handshake_required(cmd):
                     raise LinkError(
                         Failure(
                             ErrorKind.HANDSHAKE_FAILED,

@@ -41,11 +41,11 @@ from respkv._cluster.batch import (
     Part,
     parse_redirect,
 )
-from respkv._cluster.notify import Flag
 from respkv._cluster.options import ClusterOptions
 from respkv._cluster.slowpath import AskJob, SlowPaths
 from respkv._contract import Completion, Connector, KeyStatus, make_completion
 from respkv._failure import ErrorKind, Failure
+from respkv._pyengine.notifier import Notifier
 
 __all__ = ["RETRY_BACKOFF_MAX", "RETRY_BACKOFF_MIN", "SUSPECT_KINDS", "Next", "Node", "RouterCore"]
 
@@ -99,8 +99,8 @@ class RouterCore:
     _timers: list[tuple[float, int, int, Parent, list[int]]]
     _seq: itertools.count[int]
     _done: deque[Completion]
-    _flag: Flag
-    _wake: Flag
+    _flag: Notifier
+    _wake: Notifier
     _fds_dirty: bool
     _slow: SlowPaths
 

@@ -56,7 +56,6 @@ from respkv._cluster.batch import (
     Parent,
     Part,
 )
-from respkv._cluster.notify import Flag
 from respkv._cluster.options import ClusterOptions
 from respkv._cluster.results import TIMER_DEADLINE, Next, Node, RouterCore
 from respkv._cluster.scan import scan_key_sizes
@@ -67,6 +66,7 @@ from respkv._compat import BufferLike
 from respkv._contract import Completion, Connector, KeyLike, KeyStatus, Op
 from respkv._failure import ErrorKind, Failure
 from respkv._options import ConnectionOptions
+from respkv._pyengine.notifier import Notifier
 from respkv._validate import CheckedKeys, check_buffers, check_keys, check_timeout
 from respkv.errors import ConnectionClosedError, ForkedError
 
@@ -131,8 +131,8 @@ class ClusterConnector(RouterCore):
         self._seq = itertools.count()
         self._suspects: set[str] = set()
         self._done: deque[Completion] = deque()
-        self._flag = Flag()
-        self._wake = Flag()
+        self._flag = Notifier()
+        self._wake = Notifier()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake.fileno(), selectors.EVENT_READ, None)
         self._registered: dict[Node, int] = {}
@@ -533,5 +533,5 @@ class ClusterConnector(RouterCore):
             node.conn.close()
         self._slow.close_in_child()
         self._selector.close()
-        self._wake.close()
-        self._flag.close()
+        self._wake.close_in_child()
+        self._flag.close_in_child()
