@@ -69,11 +69,12 @@ _BOTH: Final = (REQUESTS, REPLIES)
 #: Bytes read per ``recv``: large enough that a reply of a few KiB is read (and, with an
 #: injection, forwarded) in one piece.
 _RECV: Final = 256 * 1024
-#: Held bytes per direction and connection before the proxy stops reading the source:
-#: TCP back-pressure then holds the rest in the kernel, so memory stays bounded.
+#: Reply bytes per connection waiting to be written before the proxy stops reading the
+#: server: TCP back-pressure then holds the rest in the kernel, so memory stays bounded.
 _HIGH_WATER: Final = 4 * 1024 * 1024
-#: Request bytes a stalled request stream takes in (and holds) before it stops reading:
-#: more than an engine writes without replies (its window_bytes, 8 MiB, plus a value).
+#: Request bytes per connection the proxy takes in ahead of the server: more than an
+#: engine writes without replies (its window_bytes, 8 MiB, plus a value), so that the
+#: client's FIN is never stuck behind requests the proxy has not read.
 _HELD_LIMIT: Final = 64 * 1024 * 1024
 #: Longest a fault method waits for the loop thread to apply it (it takes microseconds).
 _COMMAND_TIMEOUT: Final = 5.0
@@ -407,13 +408,18 @@ class FaultProxy:
 
     def _reading(self, direction: str, flow: _Flow) -> bool:
         """Whether to read the flow's source now. A stalled reply stream is left in the
-        kernel (back-pressure on the server); a stalled request stream is still read,
-        into ``held``, so that a client that gives up is seen at once (its FIN is not
-        stuck behind unread requests) and what it sent is dropped, never delivered late."""
+        kernel (back-pressure on the server); a request stream is always read, into
+        ``held`` while stalled, so that a client that gives up is seen at once."""
         if flow.eof or flow.cut_at is not None:
             return False
+        if direction == REQUESTS:
+            # Requests are read ahead (up to _HELD_LIMIT) so that a client's FIN is seen
+            # as soon as it is sent, not after megabytes queued in front of it: then what
+            # the client sent and the server has not got is dropped (see _read), never
+            # forwarded after the client's next commands on another connection.
+            return len(flow.held if direction in self._stalled else flow.out) < _HELD_LIMIT
         if direction in self._stalled:
-            return direction == REQUESTS and len(flow.held) < _HELD_LIMIT
+            return False
         return len(flow.out) < _HIGH_WATER
 
     def _set_interest(self, sock: socket.socket, mask: int, link: _Link) -> None:
