@@ -15,11 +15,13 @@ from respkv._options import MAX_TIMEOUT
 
 __all__ = [
     "MAX_KEY_BYTES",
+    "MAX_TTL",
     "MAX_VALUE_BYTES",
     "CheckedKeys",
     "check_buffers",
     "check_keys",
     "check_timeout",
+    "check_ttl",
 ]
 
 #: Longest key accepted. Redis allows up to 512 MiB, but a KV-cache key is a short
@@ -27,6 +29,10 @@ __all__ = [
 MAX_KEY_BYTES: Final = 64 * 1024
 #: Largest value: Redis's ``proto-max-bulk-len`` default (512 MiB).
 MAX_VALUE_BYTES: Final = 512 * 1024 * 1024
+#: Longest ``ttl=`` (expiry of a SET, seconds): 365 days. A chunk meant to live longer
+#: is persistent in practice (store it without a ttl); the bound also catches
+#: milliseconds passed as seconds (ten hours in ms, 36,000,000, is over a year).
+MAX_TTL: Final = 365 * 86_400.0
 
 
 class CheckedKeys(list[bytes]):
@@ -152,3 +158,19 @@ def check_timeout(timeout: object) -> float | None:
             f"timeout must be > 0 and at most MAX_TIMEOUT ({MAX_TIMEOUT:g} s), got {timeout}"
         )
     return value
+
+
+def check_ttl(ttl: object) -> int | None:
+    """A SET batch's ``ttl=`` (seconds) as the milliseconds of ``SET ... PX``, or
+    ``None`` (no expiry).
+
+    Finite, > 0 and at most :data:`MAX_TTL`; ``bool`` is refused. Rounded to the
+    nearest millisecond, at least 1 (``PX 0`` is an error reply)."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"ttl must be a number of seconds or None, not {type(ttl).__name__}")
+    value = float(ttl)
+    if not 0 < value <= MAX_TTL:  # also False for nan
+        raise ValueError(f"ttl must be > 0 and at most MAX_TTL ({MAX_TTL:g} s), got {ttl}")
+    return max(1, round(value * 1000.0))

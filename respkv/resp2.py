@@ -67,6 +67,7 @@ __all__ = [
     "pack_commands",
     "pack_key_command",
     "pack_set_header",
+    "pack_set_tail",
 ]
 
 #: Largest bulk string accepted from the server: Redis's own ``proto-max-bulk-len``
@@ -195,9 +196,22 @@ def pack_key_command(name: bytes, key: bytes) -> bytes:
     return b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(name), name, len(key), key)
 
 
-def pack_set_header(key: bytes, nbytes: int) -> bytes:
-    """Everything of ``SET key <value>`` before the value; the value and CRLF follow."""
-    return b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n" % (len(key), key, nbytes)
+def pack_set_header(key: bytes, nbytes: int, px: bool = False) -> bytes:
+    """Everything of ``SET key <value>`` (``px``: ``SET key <value> PX <ms>``) before
+    the value; the value and :func:`pack_set_tail` follow."""
+    argc = 5 if px else 3
+    return b"*%d\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n" % (argc, len(key), key, nbytes)
+
+
+def pack_set_tail(ttl_ms: int | None) -> bytes:
+    """What follows a SET's value: its CRLF, then ``PX <ms>`` when it has an expiry.
+
+    The expiry goes after the payload so that a large value is still sent from the
+    caller's buffer: header, buffer, tail."""
+    if ttl_ms is None:
+        return b"\r\n"
+    ms = b"%d" % ttl_ms
+    return b"\r\n$2\r\nPX\r\n$%d\r\n%b\r\n" % (len(ms), ms)
 
 
 # --------------------------------------------------------------------------- reading

@@ -59,6 +59,7 @@ class Batch:
         "tiles",
         "tiles_left",
         "timeout",
+        "ttl_ms",
         "views",
     )
 
@@ -72,6 +73,7 @@ class Batch:
         views: list[memoryview] | None,
         timeout: float | None,
         deadline: float | None,
+        ttl_ms: int | None = None,
     ) -> None:
         self.sink = sink
         self.batch_id = batch_id
@@ -81,6 +83,8 @@ class Batch:
         #: The batch's own ``timeout=`` (seconds) and its monotonic deadline, or None.
         self.timeout = timeout
         self.deadline = deadline
+        #: SET: the expiry every key is stored with (``PX`` milliseconds), or None.
+        self.ttl_ms = ttl_ms
         n = len(keys)
         # Every key gets its final status written by a worker; CANCELLED is only what
         # an index would show if a bug skipped it.

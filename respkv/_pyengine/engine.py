@@ -41,7 +41,7 @@ from respkv._pyengine.connection import TlsContext
 from respkv._pyengine.notifier import Notifier
 from respkv._pyengine.worker import Worker
 from respkv._tiling import tile as cut_tiles
-from respkv._validate import check_buffers, check_keys, check_timeout
+from respkv._validate import check_buffers, check_keys, check_timeout, check_ttl
 from respkv.errors import ConnectionClosedError, ForkedError
 
 __all__ = ["FORKED_MESSAGE", "PyConnector"]
@@ -109,11 +109,14 @@ class PyConnector:
         buffers: Sequence[BufferLike],
         *,
         timeout: float | None = None,
+        ttl: float | None = None,
     ) -> int:
         self._check_open()
         seconds = check_timeout(timeout)
+        ttl_ms = check_ttl(ttl)
         k = check_keys(keys)
-        return self._submit(Op.SET, k, check_buffers(buffers, len(k), writable=False), seconds)
+        views = check_buffers(buffers, len(k), writable=False)
+        return self._submit(Op.SET, k, views, seconds, ttl_ms)
 
     def submit_batch_get(
         self,
@@ -185,7 +188,12 @@ class PyConnector:
             raise ConnectionClosedError("connector is closed")
 
     def _submit(
-        self, op: Op, keys: list[bytes], views: list[memoryview] | None, timeout: float | None
+        self,
+        op: Op,
+        keys: list[bytes],
+        views: list[memoryview] | None,
+        timeout: float | None,
+        ttl_ms: int | None = None,
     ) -> int:
         weights = [v.nbytes for v in views] if views is not None else None
         nworkers = len(self._workers)
@@ -200,7 +208,14 @@ class PyConnector:
             rr = self._rr
             self._rr = (rr + 1) % nworkers
             batch = Batch(
-                queue, batch_id, op, keys, views=views, timeout=timeout, deadline=deadline
+                queue,
+                batch_id,
+                op,
+                keys,
+                views=views,
+                timeout=timeout,
+                deadline=deadline,
+                ttl_ms=ttl_ms,
             )
             tiles = [Tile(batch, r, (rr + i) % nworkers) for i, r in enumerate(ranges)]
             batch.tiles = tiles

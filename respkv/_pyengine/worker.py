@@ -68,6 +68,7 @@ from respkv._pyengine.notifier import Notifier
 from respkv._pyengine.replies import Broken, key_replies, value_replies
 from respkv.resp2 import pack_key_command as _pack_key_command
 from respkv.resp2 import pack_set_header as _pack_set_header
+from respkv.resp2 import pack_set_tail as _pack_set_tail
 
 __all__ = ["INLINE_VALUE_BYTES", "LARGE_VALUE_BYTES", "Worker"]
 
@@ -360,6 +361,8 @@ class Worker(threading.Thread):
         keys = batch.keys
         out = self._out
         is_set = batch.op is Op.SET
+        px = batch.ttl_ms is not None
+        tail = _pack_set_tail(batch.ttl_ms) if px else _CRLF  # CRLF [+ PX <ms>]
         start = end = tile.sent
         while end < tile.stop:
             nbytes = views[end].nbytes
@@ -378,18 +381,18 @@ class Worker(threading.Thread):
                 small.append(data)
                 queued += len(data)
             elif nbytes < INLINE_VALUE_BYTES:
-                data = _pack_set_header(keys[end], nbytes) + views[end].tobytes() + _CRLF
+                data = _pack_set_header(keys[end], nbytes, px) + views[end].tobytes() + tail
                 small.append(data)
                 queued += len(data)
             else:
                 if small:
                     out.append(b"".join(small))
                     small = []
-                header = _pack_set_header(keys[end], nbytes)
+                header = _pack_set_header(keys[end], nbytes, px)
                 out.append(header)
                 out.append(views[end])
-                out.append(_CRLF)
-                queued += len(header) + nbytes + 2
+                out.append(tail)
+                queued += len(header) + nbytes + len(tail)
             end += 1
         return end, queued, small
 
