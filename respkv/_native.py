@@ -50,7 +50,7 @@ from respkv._failure import ErrorKind, Failure
 from respkv._options import ConnectionOptions
 from respkv._pyengine.connection import MAX_IOV
 from respkv._pyengine.worker import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES
-from respkv._validate import check_buffers, check_keys, check_timeout
+from respkv._validate import check_buffers, check_keys, check_timeout, check_ttl
 from respkv.errors import ConfigError, ConnectionClosedError, ForkedError
 from respkv_native import _core
 
@@ -170,12 +170,16 @@ class NativeConnector:
         buffers: Sequence[BufferLike],
         *,
         timeout: float | None = None,
+        ttl: float | None = None,
     ) -> int:
-        """Store ``buffers[i]`` under ``keys[i]``. Buffers stay referenced until done."""
+        """Store ``buffers[i]`` under ``keys[i]`` (``ttl``: expiring after that many
+        seconds, ``SET ... PX``). Buffers stay referenced until done."""
         self._check_open()
+        seconds = check_timeout(timeout)
+        ttl_ms = check_ttl(ttl)
         byte_keys = check_keys(keys)
         views = check_buffers(buffers, len(byte_keys), writable=False)
-        return self._submit(Op.SET, byte_keys, views, check_timeout(timeout))
+        return self._submit(Op.SET, byte_keys, views, seconds, ttl_ms or 0)
 
     def submit_batch_get(
         self,
@@ -201,12 +205,17 @@ class NativeConnector:
         return self._submit(Op.DELETE, check_keys(keys), None, check_timeout(timeout))
 
     def _submit(
-        self, op: Op, keys: list[bytes], views: list[memoryview] | None, timeout: float | None
+        self,
+        op: Op,
+        keys: list[bytes],
+        views: list[memoryview] | None,
+        timeout: float | None,
+        ttl_ms: int = 0,
     ) -> int:
         with self._lock:
             if self._closed:
                 raise ConnectionClosedError(CLOSED_MESSAGE)
-            batch_id: int = self._engine.submit(int(op), keys, views, timeout)
+            batch_id: int = self._engine.submit(int(op), keys, views, timeout, ttl_ms)
             if batch_id == 0:  # the engine was closed by another thread meanwhile
                 raise ConnectionClosedError(CLOSED_MESSAGE)
             if views:

@@ -92,6 +92,7 @@ struct Batch {
   std::vector<std::uint8_t*> data;       // SET/GET: the caller's buffers
   std::vector<std::size_t> lengths;      // SET/GET: their sizes in bytes
   std::vector<std::uint8_t> answers;     // Answer per key
+  std::uint64_t ttl_ms = 0;              // SET: every key's expiry (PX milliseconds), 0: none
 
   bool has_deadline = false;
   Clock::time_point deadline{};  // submit time + timeout

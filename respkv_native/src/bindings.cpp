@@ -76,7 +76,8 @@ class BufferView {
 };
 
 std::uint64_t submit(Engine& engine, int op, const py::list& keys,
-                     const std::optional<py::list>& buffers, std::optional<double> timeout) {
+                     const std::optional<py::list>& buffers, std::optional<double> timeout,
+                     std::uint64_t ttl_ms) {
   if (op < 0 || op > 3) throw py::value_error("op must be 0..3 (respkv.Op)");
   const auto kind = static_cast<Op>(op);
   const bool with_values = kind == Op::Set || kind == Op::Get;
@@ -84,6 +85,8 @@ std::uint64_t submit(Engine& engine, int op, const py::list& keys,
   if (with_values && !buffers) throw py::value_error("SET and GET need buffers");
   if (with_values && buffers->size() != n) throw py::value_error("one buffer per key");
   auto batch = std::make_shared<Batch>(kind, n);
+  if (ttl_ms && kind != Op::Set) throw py::value_error("ttl_ms is for SET only");
+  batch->ttl_ms = ttl_ms;  // validated by respkv._validate.check_ttl
   std::size_t total = 0;
   for (const py::handle& key : keys) {
     if (!PyBytes_Check(key.ptr())) throw py::type_error("keys must be bytes");
@@ -299,7 +302,7 @@ PYBIND11_MODULE(_core, m) {
       .def("event_fd", &Engine::event_fd)
       .def("config", &engine_config)
       .def("submit", &submit, py::arg("op"), py::arg("keys"), py::arg("buffers"),
-           py::arg("timeout") = py::none())
+           py::arg("timeout") = py::none(), py::arg("ttl_ms") = 0)
       .def("cancel", &Engine::cancel, py::arg("batch_id"), py::call_guard<py::gil_scoped_release>())
       .def("drain", &drain)
       .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>());

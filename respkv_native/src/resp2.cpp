@@ -128,8 +128,10 @@ std::string first_line(const Reply& r, std::size_t max_chars) {
 }
 
 void append_command_header(std::string& out, std::string_view name, std::string_view key,
-                           const std::size_t* value_len) {
-  out.append(value_len ? "*3\r\n" : "*2\r\n");
+                           const std::size_t* value_len, std::size_t trailing_args) {
+  out.push_back('*');
+  append_uint(out, (value_len ? 3 : 2) + trailing_args);
+  out.append("\r\n");
   append_bulk(out, name);
   append_bulk(out, key);
   if (value_len) {
@@ -137,6 +139,15 @@ void append_command_header(std::string& out, std::string_view name, std::string_
     append_uint(out, *value_len);
     out.append("\r\n");
   }
+}
+
+void append_set_tail(std::string& out, std::uint64_t ttl_ms) {
+  out.append("\r\n");
+  if (ttl_ms == 0) return;
+  out.append("$2\r\nPX\r\n");
+  std::string ms;
+  append_uint(ms, ttl_ms);
+  append_bulk(out, ms);
 }
 
 void append_command(std::string& out, const std::vector<std::string>& args) {

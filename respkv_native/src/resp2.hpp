@@ -100,8 +100,13 @@ std::string first_line(const Reply& reply, std::size_t max_chars);
 
 // The RESP2 header of a one-key command: `*<argc>\r\n$<len>\r\n<NAME>\r\n$<klen>\r\n<key>\r\n`
 // plus, when `value_len` is given (SET), the value's `$<len>\r\n`. Appended to `out`.
+// `trailing_args` counts arguments that follow the value (SET's `PX <ms>`: 2).
 void append_command_header(std::string& out, std::string_view name, std::string_view key,
-                           const std::size_t* value_len);
+                           const std::size_t* value_len, std::size_t trailing_args = 0);
+// What follows a SET's value: its CRLF, then `$2\r\nPX\r\n$<n>\r\n<ms>\r\n` when `ttl_ms`
+// is not 0 (the expiry after the payload, so a large value is still sent from the
+// caller's buffer). Appended to `out`.
+void append_set_tail(std::string& out, std::uint64_t ttl_ms);
 // A whole command of small arguments, appended to `out` (handshake commands).
 void append_command(std::string& out, const std::vector<std::string>& args);
 

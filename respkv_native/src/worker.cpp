@@ -322,15 +322,16 @@ void Worker::commit(TileState& t, std::size_t i) {
   switch (b.op) {
     case Op::Set: {
       const std::size_t len = b.lengths[i];
-      append_command_header(out, "SET", b.key(i), &len);
+      append_command_header(out, "SET", b.key(i), &len, b.ttl_ms ? 2 : 0);  // [PX <ms>]
       if (len < opt_.inline_value_bytes) {
         if (len) out.append(reinterpret_cast<const char*>(b.data[i]), len);
-        out.append("\r\n");
+        append_set_tail(out, b.ttl_ms);
         c.commit_copy();
       } else {
         c.commit_copy();
         c.queue_ref(b.data[i], len);
-        c.queue_copy("\r\n", 2);
+        append_set_tail(c.copy_buffer_for_append(), b.ttl_ms);
+        c.commit_copy();
       }
       break;
     }
