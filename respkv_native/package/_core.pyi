@@ -25,10 +25,15 @@ class Engine:
     def config(self) -> dict[str, Any]:
         """The numbers the engine runs with, read back from C++."""
     def submit(
-        self, op: int, keys: list[bytes], buffers: list[memoryview] | None, timeout: float | None = None
+        self,
+        op: int,
+        keys: list[bytes],
+        buffers: list[memoryview] | None,
+        timeout: float | None = None,
+        ttl_ms: int = 0,
     ) -> int:
-        """Queue a batch (``timeout``: its deadline in seconds); its id (from 1), or 0
-        when the engine is closed."""
+        """Queue a batch (``timeout``: its deadline in seconds; ``ttl_ms``: SET only, the
+        keys' expiry, 0 for none); its id (from 1), or 0 when the engine is closed."""
     def cancel(self, batch_id: int) -> bool:
         """Start ending a running batch; False when it is unknown or complete."""
     def drain(self) -> list[tuple[int, int, bytes, list[FailureTuple] | None]]:
