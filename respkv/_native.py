@@ -215,7 +215,14 @@ class NativeConnector:
         with self._lock:
             if self._closed:
                 raise ConnectionClosedError(CLOSED_MESSAGE)
-            batch_id: int = self._engine.submit(int(op), keys, views, timeout, ttl_ms)
+            # ttl_ms only when set: a build older than the ttl keyword still serves
+            # every other batch.
+            engine = self._engine
+            batch_id: int = (
+                engine.submit(int(op), keys, views, timeout, ttl_ms=ttl_ms)
+                if ttl_ms
+                else engine.submit(int(op), keys, views, timeout)
+            )
             if batch_id == 0:  # the engine was closed by another thread meanwhile
                 raise ConnectionClosedError(CLOSED_MESSAGE)
             if views:
