@@ -200,8 +200,13 @@ class Connector(Protocol):
         buffers: Sequence[BufferLike],
         *,
         timeout: float | None = None,
+        ttl: float | None = None,
     ) -> int:
-        """Store ``buffers[i]`` under ``keys[i]``. Buffers stay referenced until done."""
+        """Store ``buffers[i]`` under ``keys[i]``. Buffers stay referenced until done.
+
+        ``ttl``: every key of the batch expires that many seconds after it is stored
+        (``SET key value PX <ms>``, validated by ``respkv._validate.check_ttl``);
+        ``None`` stores without expiry (and clears an expiry the key had)."""
         ...
 
     def submit_batch_get(

@@ -88,6 +88,7 @@ class MinimalConnector:
         buffers: Sequence[BufferLike],
         *,
         timeout: float | None = None,
+        ttl: float | None = None,
     ) -> int:
         return 1
 
@@ -128,6 +129,7 @@ class MissingClose:
         buffers: Sequence[BufferLike],
         *,
         timeout: float | None = None,
+        ttl: float | None = None,
     ) -> int:
         return 1
 

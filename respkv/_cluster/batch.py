@@ -57,7 +57,7 @@ class Parent:
 
     __slots__ = (
         "batch_id", "deadline", "ended", "failures", "hops", "keys", "op", "open",
-        "parts", "retries", "state", "statuses", "timeout", "views",
+        "parts", "retries", "state", "statuses", "timeout", "ttl", "views",
     )  # fmt: skip
 
     def __init__(
@@ -67,6 +67,8 @@ class Parent:
         keys: list[bytes],
         views: list[memoryview] | None,
         timeout: float | None,
+        *,
+        ttl: float | None = None,
     ) -> None:
         n = len(keys)
         self.batch_id = batch_id
@@ -74,6 +76,8 @@ class Parent:
         self.keys = keys
         self.views = views
         self.timeout = timeout
+        #: SET: the keys' expiry in seconds (validated), handed to every inner submit.
+        self.ttl = ttl
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.statuses: list[KeyStatus] = [KeyStatus.CANCELLED] * n
         self.failures: list[Failure | None] = [None] * n

@@ -67,7 +67,7 @@ from respkv._contract import Completion, Connector, KeyLike, KeyStatus, Op
 from respkv._failure import ErrorKind, Failure
 from respkv._options import ConnectionOptions
 from respkv._pyengine.notifier import Notifier
-from respkv._validate import CheckedKeys, check_buffers, check_keys, check_timeout
+from respkv._validate import CheckedKeys, check_buffers, check_keys, check_timeout, check_ttl
 from respkv.errors import ConnectionClosedError, ForkedError
 
 __all__ = ["ClusterConnector", "NodeFactory", "node_factory_for"]
@@ -165,11 +165,14 @@ class ClusterConnector(RouterCore):
         buffers: Sequence[BufferLike],
         *,
         timeout: float | None = None,
+        ttl: float | None = None,
     ) -> int:
         self._check_open()
+        seconds = check_timeout(timeout)
+        check_ttl(ttl)
         k = check_keys(keys)
         views = check_buffers(buffers, len(k), writable=False)
-        return self._submit(Op.SET, k, views, check_timeout(timeout))
+        return self._submit(Op.SET, k, views, seconds, ttl)
 
     def submit_batch_get(
         self,
@@ -286,12 +289,17 @@ class ClusterConnector(RouterCore):
             raise ConnectionClosedError("connector is closed")
 
     def _submit(
-        self, op: Op, keys: list[bytes], views: list[memoryview] | None, timeout: float | None
+        self,
+        op: Op,
+        keys: list[bytes],
+        views: list[memoryview] | None,
+        timeout: float | None,
+        ttl: float | None = None,
     ) -> int:
         with self._lock:
             if self._closed:
                 raise ConnectionClosedError("connector is closed")
-            parent = Parent(self._next_id, op, keys, views, timeout)
+            parent = Parent(self._next_id, op, keys, views, timeout, ttl=ttl)
             self._next_id += 1
             self._parents[parent.batch_id] = parent
             self.stats["batches"] += 1
@@ -348,7 +356,9 @@ class ClusterConnector(RouterCore):
             views = list(map(views.__getitem__, indices))
         part = Part(parent, node, indices)
         try:
-            part.inner_id = self._inner_submit(node.conn, parent.op, keys, views, remaining)
+            part.inner_id = self._inner_submit(
+                node.conn, parent.op, keys, views, remaining, ttl=parent.ttl
+            )
         except ConnectionClosedError:
             failure = (
                 parent.ended_failure(address)
@@ -372,9 +382,13 @@ class ClusterConnector(RouterCore):
         keys: list[bytes],
         views: list[memoryview] | None,
         timeout: float | None,
+        *,
+        ttl: float | None = None,
     ) -> int:
         if op is Op.SET:
             assert views is not None
+            if ttl is not None:  # a redirected key's expiry runs from its resend
+                return conn.submit_batch_set(keys, views, timeout=timeout, ttl=ttl)
             return conn.submit_batch_set(keys, views, timeout=timeout)
         if op is Op.GET:
             assert views is not None

@@ -37,6 +37,7 @@ from respkv._cluster.link import LinkError, NodeLink
 from respkv._cluster.topology import fetch_topology
 from respkv._contract import Connector, KeyStatus, Op
 from respkv._failure import ErrorKind, Failure
+from respkv._validate import check_ttl
 from respkv.errors import ReplyError
 from respkv.resp2 import FILLED, SizeMismatch, describe_reply
 
@@ -280,7 +281,8 @@ class SlowPaths:
         address = job.address
         cmd: tuple[object, ...] = (_COMMAND[op], key)
         if op is Op.SET:
-            cmd = (_COMMAND[op], key, view)
+            ttl_ms = check_ttl(job.parent.ttl)
+            cmd = (_COMMAND[op], key, view) + (() if ttl_ms is None else (b"PX", ttl_ms))
         target = view if op is Op.GET and view is not None and view.nbytes else None
         link = self._links.get(address)
         try:
