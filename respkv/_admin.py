@@ -4,32 +4,38 @@ The batch engines are built for moving bulk values; this is for everything aroun
 them: ``INFO`` and ``CONFIG GET`` for ``respkv doctor``, ``SCAN`` for usage recovery,
 ``FLUSHALL`` in test fixtures. One socket, one request at a time, a deadline on every
 call, AUTH/SELECT/TLS from the same :class:`~respkv.ConnectionOptions` as the engines.
+
+It also owns the connect handshake every connection runs (:func:`handshake_commands`)
+and which of its failures fail a connect (:func:`handshake_required`): the engines, the
+native one included, and the cluster links read both from here. TLS policy is
+:mod:`respkv._tls`.
 """
 
 from __future__ import annotations
 
 import socket
-import ssl
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
-from respkv._options import ConnectionOptions, TLSOptions
+from respkv._options import ConnectionOptions
+from respkv._tls import make_ssl_context
 from respkv.errors import ReplyError
 from respkv.resp2 import NEED_DATA, Reader, pack_command
 
-__all__ = ["AdminConnection", "make_ssl_context", "open_socket"]
+__all__ = [
+    "REQUIRED_HANDSHAKE",
+    "AdminConnection",
+    "handshake_commands",
+    "handshake_required",
+    "open_socket",
+]
 
-
-def make_ssl_context(tls: TLSOptions) -> ssl.SSLContext:
-    """A client TLS context for ``tls`` (CA, client certificate, hostname check)."""
-    ctx = ssl.create_default_context(cafile=tls.ca_file)
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    return ctx
+#: Handshake commands whose error reply fails the connect. The others (CLIENT SETNAME)
+#: are courtesy: old servers and restricted ACL users refuse them harmlessly. Every
+#: connection follows this rule: both engines (the native one through
+#: ``respkv._native.engine_config``), this admin connection and the cluster's links.
+REQUIRED_HANDSHAKE: Final = frozenset({"AUTH", "SELECT"})
 
 
 def open_socket(options: ConnectionOptions, timeout: float) -> socket.socket:
@@ -72,6 +78,12 @@ def handshake_commands(options: ConnectionOptions) -> list[tuple[object, ...]]:
     return cmds
 
 
+def handshake_required(command: Sequence[object]) -> bool:
+    """Whether an error reply to ``command`` (one of :func:`handshake_commands`) fails the
+    connect (:data:`REQUIRED_HANDSHAKE`)."""
+    return str(command[0]).upper() in REQUIRED_HANDSHAKE
+
+
 class AdminConnection:
     """Blocking request/reply connection; error replies are raised as ReplyError."""
 
@@ -82,7 +94,11 @@ class AdminConnection:
         self._reader = Reader()
         try:
             for cmd in handshake_commands(options):
-                self.command(*cmd)
+                try:
+                    self.command(*cmd)
+                except ReplyError:
+                    if handshake_required(cmd):
+                        raise
         except BaseException:
             self.close()
             raise

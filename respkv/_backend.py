@@ -25,6 +25,7 @@ from typing import Final
 
 from respkv._contract import CONTRACT_VERSION, Connector
 from respkv._options import ConnectionOptions
+from respkv._tls import NO_TLS_MESSAGE, NO_TLS_REASON
 
 __all__ = ["VALID_BACKENDS", "BackendInfo", "load_native", "open_connector", "select_backend"]
 
@@ -81,11 +82,8 @@ def select_backend(requested: str | None = None, *, tls: bool = False) -> Backen
         if requested == "native":
             from respkv.errors import ConfigError
 
-            raise ConfigError(
-                "the native backend was built without TLS support; use RESPKV_BACKEND=python "
-                "or auto for resps:// connections"
-            )
-        return BackendInfo("python", requested, "TLS requested and the native backend has no TLS")
+            raise ConfigError(NO_TLS_MESSAGE)
+        return BackendInfo("python", requested, f"TLS requested and {NO_TLS_REASON}")
     return BackendInfo("native", requested, "native module loaded, contract version matches")
 
 

@@ -48,7 +48,12 @@ class ErrorKind(enum.IntEnum):
     #: The server rejected AUTH or SELECT on connect: ``reply`` is its error text,
     #: ``detail`` the command (``"AUTH"`` or ``"SELECT"``).
     HANDSHAKE_FAILED = 2
-    #: The TLS handshake or session failed: ``detail`` is the TLS library's reason.
+    #: The TLS handshake or session failed: ``detail`` is the TLS library's reason;
+    #: ``reply`` the server's first bytes when they were no TLS (a plaintext server);
+    #: ``errno`` ETIMEDOUT when connect_timeout passed in the handshake. With none of
+    #: these, the server closed (``errno``: or reset) the connection during the
+    #: handshake or right after it, before any reply: how a TLS 1.3 server refuses a
+    #: client without the certificate it requires.
     TLS_FAILED = 3
     #: The connection broke with the key in flight: ``errno``, or 0 when the server
     #: closed it in an orderly way.
@@ -116,7 +121,8 @@ class Failure:
     #: TIMED_OUT / DEADLINE: the timeout in force, in seconds.
     timeout: float = 0.0
     #: SERVER_ERROR / HANDSHAKE_FAILED: the server's error reply, verbatim (no ``-``).
-    #: UNEXPECTED_REPLY: a short description of the reply.
+    #: UNEXPECTED_REPLY: a short description of the reply. TLS_FAILED: the server's
+    #: plaintext answer to the TLS handshake (printable ASCII, one line, shortened).
     reply: str = ""
     #: Text from outside respkv (TLS library, parser limit, exception); never decided on.
     detail: str = ""
@@ -162,6 +168,29 @@ def _os_reason(f: Failure) -> str:
     return f.detail
 
 
+#: TLS_FAILED with no reason, no answer quoted and no timeout (see ErrorKind.TLS_FAILED).
+TLS_CLOSED_REASON: Final = (
+    "the server closed the connection during the TLS handshake "
+    "(it probably requires a client certificate: set cert_file and key_file)"
+)
+#: TLS_FAILED with ETIMEDOUT and no reason from the TLS library.
+TLS_TIMEOUT_REASON: Final = (
+    "no complete answer to the TLS handshake within connect_timeout "
+    "(is the port plaintext? use resp:// or the server's tls-port)"
+)
+
+
+def _tls_reason(f: Failure) -> str:
+    reason = _os_reason(f)
+    if f.reply:
+        said = f'the server did not answer with TLS (it sent "{f.reply}")'
+        return f"{said}: {reason}" if reason else said
+    if f.detail:
+        return reason
+    explain = TLS_TIMEOUT_REASON if f.errno == errno_codes.ETIMEDOUT else TLS_CLOSED_REASON
+    return f"{reason}: {explain}" if reason else explain
+
+
 def _seconds(t: float) -> str:
     return f"{t:g} s"
 
@@ -176,9 +205,7 @@ _FORMATS: Final[dict[ErrorKind, Callable[[Failure], str]]] = {
         f"connect to {_at(f)} failed: {_os_reason(f) or 'unknown reason'}"
     ),
     ErrorKind.HANDSHAKE_FAILED: lambda f: f"{f.detail or 'AUTH'} failed: {f.reply}",
-    ErrorKind.TLS_FAILED: lambda f: (
-        f"TLS with {_at(f)} failed: {_os_reason(f) or 'unknown reason'}"
-    ),
+    ErrorKind.TLS_FAILED: lambda f: f"TLS with {_at(f)} failed: {_tls_reason(f)}",
     ErrorKind.CONNECTION_LOST: lambda f: (
         f"connection to {_at(f)} lost: {_os_reason(f) or 'server closed the connection'}"
     ),

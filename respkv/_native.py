@@ -7,8 +7,9 @@
   (:func:`respkv._validate.check_keys` / :func:`~respkv._validate.check_buffers` /
   :func:`~respkv._validate.check_timeout`), so exception types and messages are
   identical by construction; the closed and fork checks; every option, limit and
-  handshake command the engine runs with (:func:`engine_config`: the numbers are read
-  from the modules that define them for the pure engine, so each exists once); and
+  handshake command the engine runs with (:func:`engine_config`: the numbers come from
+  :mod:`respkv._limits`, the handshake and its "required" rule from :mod:`respkv._admin`,
+  the TLS policy from :mod:`respkv._tls`, so each exists once); and
   turning the engine's failure tuples into :class:`~respkv.Failure` records and
   :class:`~respkv.Completion` objects (:func:`respkv._contract.make_completion`), so
   every message is written by :mod:`respkv._failure`, for both backends.
@@ -43,29 +44,29 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from respkv import resp2
-from respkv._admin import handshake_commands
+from respkv._admin import handshake_commands, handshake_required
 from respkv._compat import BufferLike
 from respkv._contract import Completion, KeyLike, KeyStatus, Op, make_completion
 from respkv._failure import ErrorKind, Failure
-from respkv._options import ConnectionOptions
-from respkv._pyengine.connection import MAX_IOV
-from respkv._pyengine.worker import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES
+from respkv._limits import (
+    INLINE_VALUE_BYTES,
+    LARGE_VALUE_BYTES,
+    MAX_BULK_BYTES,
+    MAX_DEPTH,
+    MAX_IOV,
+    MAX_LINE_BYTES,
+    MAX_MULTIBULK_LEN,
+)
+from respkv._options import ConnectionOptions, TLSOptions
+from respkv._tls import NO_TLS_MESSAGE, tls_policy
 from respkv._validate import check_buffers, check_keys, check_timeout, check_ttl
 from respkv.errors import ConfigError, ConnectionClosedError, ForkedError
 from respkv_native import _core
 
-__all__ = ["NO_TLS_MESSAGE", "NativeConnector", "engine_config"]
+__all__ = ["NativeConnector", "engine_config"]
 
-#: Raised (as ConfigError) for ``resps://`` options when this build has no OpenSSL.
-NO_TLS_MESSAGE: Final = (
-    "this build of respkv_native has no TLS (SUPPORTS_TLS is False); "
-    "use RESPKV_BACKEND=python or auto for resps:// connections"
-)
 #: Submitting on a closed connector.
 CLOSED_MESSAGE: Final = "connector is closed"
-#: Handshake commands whose error reply fails the connect (the others, CLIENT SETNAME,
-#: are courtesy: old servers and restricted ACL users refuse them harmlessly).
-REQUIRED_HANDSHAKE: Final = frozenset({"AUTH", "SELECT"})
 #: The engine's answer byte for a failed key (its status comes from its Failure record).
 ANSWER_FAILED: Final = 255
 #: ``detail`` of a failed key whose record the engine could not allocate.
@@ -82,8 +83,9 @@ def engine_config(options: ConnectionOptions) -> dict[str, Any]:
     """Everything ``_core.Engine`` runs with, from ``options`` and the Python modules
     that define each shared number (the C++ side has no copy of any of them)."""
     tls = options.tls
+    policy = tls_policy(tls if tls is not None else TLSOptions())
     handshake = [
-        ([resp2.encode_arg(a) for a in cmd], str(cmd[0]).upper() in REQUIRED_HANDSHAKE)
+        ([resp2.encode_arg(a) for a in cmd], handshake_required(cmd))
         for cmd in handshake_commands(options)
     ]
     return {
@@ -97,7 +99,9 @@ def engine_config(options: ConnectionOptions) -> dict[str, Any]:
         "tls_cert_file": tls.cert_file if tls else None,
         "tls_key_file": tls.key_file if tls else None,
         "tls_server_hostname": tls.server_hostname if tls else None,
-        "tls_verify": tls.verify if tls else True,
+        "tls_min_version": policy.min_version,
+        "tls_verify_peer": policy.verify_peer,
+        "tls_check_hostname": policy.check_hostname,
         "num_workers": options.num_workers,
         "op_timeout": float(options.op_timeout),
         "window_values": options.window_values,
@@ -106,10 +110,10 @@ def engine_config(options: ConnectionOptions) -> dict[str, Any]:
         "large_value_bytes": LARGE_VALUE_BYTES,
         "inline_value_bytes": INLINE_VALUE_BYTES,
         "max_iov": MAX_IOV,
-        "max_bulk_bytes": resp2.MAX_BULK_BYTES,
-        "max_multibulk_len": resp2.MAX_MULTIBULK_LEN,
-        "max_depth": resp2.MAX_DEPTH,
-        "max_line_bytes": resp2.MAX_LINE_BYTES,
+        "max_bulk_bytes": MAX_BULK_BYTES,
+        "max_multibulk_len": MAX_MULTIBULK_LEN,
+        "max_depth": MAX_DEPTH,
+        "max_line_bytes": MAX_LINE_BYTES,
         "reconnect_backoff_min": float(options.reconnect_backoff_min),
         "reconnect_backoff_max": float(options.reconnect_backoff_max),
     }

@@ -29,9 +29,10 @@ however the stream is cut (measured: a 20,000-element array fed in 4 KiB pieces 
 from 440 ms to 15 ms; benchmarks/bench_codec.py for the per-reply figures).
 
 Malformed input raises :class:`~respkv.errors.ProtocolError` and leaves the reader
-unusable (the connection must be dropped). Every limit is a named constant below, and
-:meth:`Reader.gets_many` (the EXISTS/UNLINK fast path) applies the same ones as
-:meth:`Reader.gets`.
+unusable (the connection must be dropped). Every limit is a named constant, exported
+here and defined in :mod:`respkv._limits` (which the native engine's configuration
+reads too), and :meth:`Reader.gets_many` (the EXISTS/UNLINK fast path) applies the same
+ones as :meth:`Reader.gets`.
 
 No hiredis. An adapter over ``hiredis.Reader`` was measured against this reader
 (``benchmarks/bench_codec.py`` and the engine's shapes): it parses single small replies
@@ -49,6 +50,13 @@ from collections.abc import Iterable
 from typing import Any, Final, NoReturn
 
 from respkv._compat import Buffer
+from respkv._limits import (
+    INLINE_VALUE_BYTES,
+    MAX_BULK_BYTES,
+    MAX_DEPTH,
+    MAX_LINE_BYTES,
+    MAX_MULTIBULK_LEN,
+)
 from respkv.errors import ProtocolError, ReplyError
 
 __all__ = [
@@ -70,21 +78,10 @@ __all__ = [
     "pack_set_tail",
 ]
 
-#: Largest bulk string accepted from the server: Redis's own ``proto-max-bulk-len``
-#: default. A longer length header means a corrupt stream, not a real value.
-MAX_BULK_BYTES: Final = 512 * 1024 * 1024
-#: Largest array length accepted (Redis's ``proto-max-multibulk-len`` is 1024*1024 for
-#: requests; replies can be longer, e.g. KEYS, so the limit is generous).
-MAX_MULTIBULK_LEN: Final = 1 << 32
-#: Deepest nesting of arrays accepted. Redis replies nest a few levels at most
-#: (CLUSTER SLOTS: 3); this bounds recursion on hostile input.
-MAX_DEPTH: Final = 32
-#: Longest simple string, error or length line accepted without its CRLF. Error texts
-#: from Redis are short; an unterminated line this long is a desynchronised stream.
-MAX_LINE_BYTES: Final = 64 * 1024
 #: Arguments at least this large are referenced in the packed output instead of being
-#: copied into the header (fewer bytes copied for big values, fewer iovecs for small).
-REFERENCE_THRESHOLD: Final = 16 * 1024
+#: copied into the header (fewer bytes copied for big values, fewer iovecs for small):
+#: the engines' inline threshold, one number (respkv._limits).
+REFERENCE_THRESHOLD: Final = INLINE_VALUE_BYTES
 
 
 class _Sentinel:

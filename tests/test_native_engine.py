@@ -14,6 +14,7 @@ import importlib
 import os
 import select
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -32,9 +33,8 @@ from respkv import ConnectionOptions, ErrorKind, KeyStatus, Op, TLSOptions, resp
 from respkv._admin import AdminConnection, handshake_commands
 from respkv._contract import CONTRACT_VERSION
 from respkv._faultproxy import FaultProxy
+from respkv._limits import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES, MAX_IOV
 from respkv._options import MAX_TIMEOUT
-from respkv._pyengine.connection import MAX_IOV
-from respkv._pyengine.worker import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES
 from respkv._server import LocalServer
 from respkv.errors import ConfigError, ConnectionClosedError
 from respkv.testing import wait_for
@@ -111,6 +111,29 @@ def test_engine_runs_with_pythons_numbers(core: ModuleType) -> None:
     assert [required for _, required in got["handshake"]] == [True, True, False]
     constants = {name for name in dir(core) if name.isupper()}
     assert constants == NATIVE_ONLY, f"constants not from Python: {constants - NATIVE_ONLY}"
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_engine_runs_with_pythons_tls_policy(core: ModuleType, verify: bool) -> None:
+    """TLS policy is Python's (respkv._tls): the minimum version, peer verification and
+    the hostname check the engine runs with are those of the context Python makes for
+    the same options."""
+    from respkv._native import engine_config
+    from respkv._tls import make_ssl_context
+
+    if not core.SUPPORTS_TLS:
+        pytest.skip("this native build has no TLS (OpenSSL was not found at build time)")
+    tls = TLSOptions(verify=verify)
+    engine = core.Engine(engine_config(ConnectionOptions(port=1, tls=tls)))
+    try:
+        got = engine.config()
+    finally:
+        engine.close()
+    ctx = make_ssl_context(tls)
+    assert got["tls"] is True
+    assert got["tls_min_version"] == ctx.minimum_version.value == ssl.TLSVersion.TLSv1_2
+    assert got["tls_verify_peer"] is (ctx.verify_mode == ssl.CERT_REQUIRED) is verify
+    assert got["tls_check_hostname"] is ctx.check_hostname is verify
 
 
 def test_gil_released_while_400mb_get_in_flight(
@@ -285,7 +308,7 @@ def test_tls_support_is_reported_and_honoured(
     """``SUPPORTS_TLS`` says whether this build has OpenSSL: with it, a TLS round trip
     works; without it, TLS options are refused at once with a message naming the way
     out."""
-    from respkv._native import NO_TLS_MESSAGE
+    from respkv._tls import NO_TLS_MESSAGE
 
     if not core.SUPPORTS_TLS:
         with pytest.raises(ConfigError) as info:
@@ -379,28 +402,31 @@ def plaintext_answerer() -> Iterator[tuple[str, int]]:
     listener.close()
 
 
-def test_tls_against_plaintext_servers_says_what_happened(
-    core: ModuleType, redis_options: ConnectionOptions, plaintext_answerer: tuple[str, int]
+def test_tls_against_a_plaintext_answer_quotes_it(
+    core: ModuleType, plaintext_answerer: tuple[str, int]
 ) -> None:
-    """A TLS client pointed at a plaintext port: not "timed out", but the cause. Redis
-    itself never answers a ClientHello (it waits for a newline that never comes); a
-    server that answers in plaintext is quoted."""
+    """A TLS client pointed at a server that answers in plaintext: the answer is quoted
+    (``Failure.reply``), as data; respkv._failure words it. Native only: Python's ssl
+    module keeps the bytes it read to itself, so the pure engine reports OpenSSL's
+    reason alone (same kind). The silent case (Redis) is tested on both backends in
+    tests/test_tls.py."""
     if not core.SUPPORTS_TLS:
         pytest.skip("this native build has no TLS (OpenSSL was not found at build time)")
-    silent = redis_options.replace(num_workers=1, connect_timeout=0.5, tls=TLSOptions(verify=False))
     host, port = plaintext_answerer
-    answering = silent.replace(host=host, port=port, client_name="")
-    for opts, says in ((silent, "no answer to the TLS handshake"), (answering, "-ERR unknown")):
-        conn = _native(opts)
-        try:
-            c = wait_for(conn, conn.submit_batch_exists(["k"]), PROMPT)
-        finally:
-            conn.close()
-        f = c.failures[0]
-        assert f is not None and f.kind is ErrorKind.TLS_FAILED, c.failures
-        assert c.statuses == (KeyStatus.IO_ERROR,)
-        assert says in f.detail, f.detail
-        assert "did not answer with TLS" in f.detail or f.errno == errno.ETIMEDOUT
+    opts = ConnectionOptions(
+        host=host, port=port, num_workers=1, connect_timeout=0.5, client_name="",
+        tls=TLSOptions(verify=False),
+    )  # fmt: skip
+    conn = _native(opts)
+    try:
+        c = wait_for(conn, conn.submit_batch_exists(["k"]), PROMPT)
+    finally:
+        conn.close()
+    f = c.failures[0]
+    assert f is not None and f.kind is ErrorKind.TLS_FAILED, c.failures
+    assert c.statuses == (KeyStatus.IO_ERROR,)
+    assert f.reply == "-ERR unknown command", f
+    assert 'did not answer with TLS (it sent "-ERR unknown command")' in f.message
 
 
 def test_unix_socket(

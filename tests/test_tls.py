@@ -4,10 +4,14 @@ The server listens on TLS only (``--port 0 --tls-port N``). Verified: a round tr
 multi-MiB values through ``resps://``, a CA that did not sign the server's certificate
 is rejected, a wrong server name is rejected, ``verify=false`` skips both checks, and a
 server requiring client certificates accepts ours and refuses a client without one.
+Each refusal is kind TLS_FAILED on both backends, with a message that says what happened
+(a TLS client on a plaintext port, a missing client certificate, a CA or a name that
+does not match).
 """
 
 from __future__ import annotations
 
+import errno
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +20,7 @@ from typing import Any
 import pytest
 
 import respkv
-from respkv import ConnectionOptions, KeyStatus, TLSOptions
+from respkv import ConnectionOptions, ErrorKind, Failure, KeyStatus, TLSOptions
 from respkv._admin import AdminConnection
 from respkv._server import LocalServer
 from respkv.client import Client
@@ -46,6 +50,14 @@ def open_client(backend_name: str) -> Iterator[Callable[..., Client]]:
     yield open_
     for c in clients:
         c.close()
+
+
+def _tls_failure(failure: Failure | None) -> Failure:
+    """The key's failure, which must be a TLS one (same kind on both backends)."""
+    assert failure is not None
+    assert failure.kind is ErrorKind.TLS_FAILED, failure
+    assert failure.status is KeyStatus.IO_ERROR
+    return failure
 
 
 def _url(server: LocalServer, ca: str, **query: str) -> str:
@@ -78,7 +90,8 @@ def test_server_name_is_checked_and_can_be_given(
     )
     result = bad.batch_set(["named"], [b"no"])
     assert result.statuses == (KeyStatus.IO_ERROR,)
-    assert "hostname" in (result.errors[0] or "").lower() or "match" in (result.errors[0] or "")
+    message = _tls_failure(result.failures[0]).message
+    assert "certificate verify failed: hostname mismatch" in message.lower(), message
 
 
 def test_wrong_ca_is_rejected(
@@ -87,7 +100,7 @@ def test_wrong_ca_is_rejected(
     client = open_client(_url(tls_server, tls_certs.other_ca_file), **FAIL_FAST)
     result = client.batch_set(["k"], [b"v"])
     assert result.statuses == (KeyStatus.IO_ERROR,)
-    assert "certificate verify failed" in (result.errors[0] or "")
+    assert "certificate verify failed" in _tls_failure(result.failures[0]).message
     with pytest.raises(ssl.SSLCertVerificationError):
         client.command("PING")
 
@@ -124,6 +137,26 @@ def test_client_certificate_required(
     without = open_client(_url(server, tls_certs.ca_file), **FAIL_FAST)
     result = without.batch_set(["mtls"], [b"no"])
     assert result.statuses == (KeyStatus.IO_ERROR,)
+    # TLS 1.3: the server refuses after the client's side of the handshake is done, with
+    # an alert ("certificate required") or by closing: both name the certificate, never
+    # "EOF occurred in violation of protocol" or a lost connection.
+    message = _tls_failure(result.failures[0]).message
+    assert "certificate" in message, message
+    assert "violation of protocol" not in message
+
+
+def test_tls_client_on_a_plaintext_port_says_so(
+    open_client: Callable[..., Client], redis_server: LocalServer
+) -> None:
+    """Redis never answers a ClientHello (it waits for a newline that never comes): the
+    handshake times out, and the message says the port may be plaintext."""
+    url = f"resps://{redis_server.host}:{redis_server.port}?verify=false"
+    client = open_client(url, connect_timeout=0.5, op_timeout=5.0, num_workers=1)
+    result = client.batch_set(["k"], [b"v"])
+    failure = _tls_failure(result.failures[0])
+    assert failure.errno == errno.ETIMEDOUT
+    assert "TLS handshake within connect_timeout" in failure.message
+    assert "plaintext" in failure.message
 
 
 def test_tls_from_json_config(

@@ -32,33 +32,25 @@ from collections import deque
 from itertools import islice
 from typing import Any, Final
 
-from respkv._admin import handshake_commands, make_ssl_context
+from respkv._admin import handshake_commands, handshake_required
 from respkv._failure import ErrorKind, Failure
+from respkv._limits import HEADER_RECV, MAX_IOV, RECV_CHUNK
 from respkv._options import ConnectionOptions, TLSOptions
+from respkv._tls import make_ssl_context, ssl_reason
 from respkv.errors import ReplyError
 from respkv.resp2 import NEED_DATA, Reader, pack_command
 
 __all__ = [
-    "HEADER_RECV",
-    "MAX_IOV",
-    "RECV_CHUNK",
     "Connection",
     "Dropped",
     "Poller",
     "TlsContext",
 ]
 
-#: Bytes asked for per ``recv`` when not receiving into a caller's buffer.
-RECV_CHUNK: Final = 256 * 1024
-#: Bytes asked for when the next reply is a large GET value: enough for its
-#: ``$<len>\r\n`` header (and the CRLF of the value before), so that at most this
-#: many payload bytes are copied instead of a whole :data:`RECV_CHUNK`.
-HEADER_RECV: Final = 64
-#: Most buffers handed to one ``sendmsg`` (Linux's IOV_MAX is 1024).
-MAX_IOV: Final = 512
-
 _READ: Final = selectors.EVENT_READ
 _WRITE: Final = selectors.EVENT_WRITE
+#: A TLS session ended by the peer without a TLS reason (EOF, close_notify).
+_TLS_EOF: Final = (ssl.SSLEOFError, ssl.SSLZeroReturnError)
 _WOULD_BLOCK: Final = (
     BlockingIOError,
     InterruptedError,
@@ -167,11 +159,15 @@ class Connection:
         self.sent = 0
         #: Monotonic time by which the connection must be ready (connect_timeout).
         self.connect_deadline = 0.0
+        #: TLS handshake done, no reply received yet: a TLS 1.3 server checks the client
+        #: certificate only after the client's side of the handshake is over, so a close
+        #: or reset now is still the TLS handshake failing (see :meth:`_closed`).
+        self._tls_fresh = False
         self._addresses: list[Any] = []
         self._last_error = 0
         self._tls_want = _WRITE
         self._hello: memoryview = memoryview(b"")
-        self._hello_names: list[str] = []
+        self._hello_cmds: list[tuple[object, ...]] = []  # sent, reply not read yet
 
     # -- opening -------------------------------------------------------------------
 
@@ -179,6 +175,7 @@ class Connection:
         """Start connecting; raises :class:`Dropped` when it fails at once."""
         opt = self._opt
         self.connect_deadline = now + opt.connect_timeout
+        self._tls_fresh = False
         if opt.unix_path is not None:
             self._connect_unix(opt.unix_path)
             self._after_tcp()
@@ -217,10 +214,10 @@ class Connection:
     def timed_out(self) -> Failure:
         """What the waiting keys get when ``connect_timeout`` passes while opening."""
         timeout = errno.ETIMEDOUT
-        if self.phase == _TLS:
-            return self._failure(ErrorKind.TLS_FAILED, errno=timeout, detail="TLS handshake")
+        if self.phase == _TLS:  # worded by respkv._failure (a plaintext port?)
+            return self._failure(ErrorKind.TLS_FAILED, errno=timeout)
         if self.phase == _HELLO:
-            detail = "no reply to " + " / ".join(self._hello_names)
+            detail = "no reply to " + " / ".join(str(c[0]) for c in self._hello_cmds)
             return self._failure(ErrorKind.CONNECT_FAILED, errno=timeout, detail=detail)
         return self._failure(ErrorKind.CONNECT_FAILED, errno=timeout)
 
@@ -263,7 +260,7 @@ class Connection:
         try:
             context = tls.get()
         except (OSError, ValueError) as exc:
-            raise Dropped(self._tls_failure(exc)) from None
+            raise Dropped(self._tls_load_failure(exc)) from None
         name = tls.options.server_hostname or self._opt.host
         self.sock = context.wrap_socket(
             self.sock, server_hostname=name, do_handshake_on_connect=False
@@ -284,6 +281,7 @@ class Connection:
             return
         except OSError as exc:
             raise Dropped(self._tls_failure(exc)) from None
+        self._tls_fresh = True
         self._start_hello()
 
     def _start_hello(self) -> None:
@@ -291,7 +289,7 @@ class Connection:
         if not cmds:
             self._set_ready()
             return
-        self._hello_names = [str(c[0]) for c in cmds]
+        self._hello_cmds = cmds
         payload = b"".join(bytes(memoryview(p)) for c in cmds for p in pack_command(*c))
         self._hello = memoryview(payload)
         self.phase = _HELLO
@@ -308,16 +306,16 @@ class Connection:
             except OSError as exc:
                 raise Dropped(self._lost(exc)) from None
             self._hello = self._hello[n:]
-        while self._hello_names:
+        while self._hello_cmds:
             reply = self.reader.gets()
             if reply is NEED_DATA:
                 if not self.receive(header_only=False):
                     return
                 continue
-            name = self._hello_names.pop(0)
-            if isinstance(reply, ReplyError) and name in ("AUTH", "SELECT"):
+            cmd = self._hello_cmds.pop(0)
+            if isinstance(reply, ReplyError) and handshake_required(cmd):
                 raise Dropped(
-                    self._failure(ErrorKind.HANDSHAKE_FAILED, reply=str(reply), detail=name)
+                    self._failure(ErrorKind.HANDSHAKE_FAILED, reply=str(reply), detail=str(cmd[0]))
                 )
         self._set_ready()
 
@@ -372,7 +370,8 @@ class Connection:
         except OSError as exc:
             raise Dropped(self._lost(exc)) from None
         if not n:
-            raise Dropped(self._failure(ErrorKind.CONNECTION_LOST))
+            raise Dropped(self._closed(0))
+        self._tls_fresh = False
         return n
 
     def probe(self) -> None:
@@ -390,7 +389,7 @@ class Connection:
         except OSError as exc:
             raise Dropped(self._lost(exc)) from None
         if not data:
-            raise Dropped(self._failure(ErrorKind.CONNECTION_LOST))
+            raise Dropped(self._closed(0))
         raise Dropped(self.desync("with no request in flight"))
 
     def desync(self, when: str) -> Failure:
@@ -421,11 +420,32 @@ class Connection:
         return Failure(kind, self.address, **fields)
 
     def _lost(self, exc: OSError) -> Failure:
-        if isinstance(exc, ssl.SSLError):
-            return self._tls_failure(exc)
-        return self._failure(ErrorKind.CONNECTION_LOST, errno=exc.errno or 0)
+        """A send or receive failed: the connection broke, or (TLS) the session did."""
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, _TLS_EOF):
+            return self._failure(ErrorKind.TLS_FAILED, detail=ssl_reason(exc))
+        return self._closed(0 if isinstance(exc, ssl.SSLError) else exc.errno or 0)
 
-    def _tls_failure(self, exc: BaseException) -> Failure:
-        if isinstance(exc, ssl.SSLError) or not isinstance(exc, OSError):
-            return self._failure(ErrorKind.TLS_FAILED, detail=str(exc))
-        return self._failure(ErrorKind.TLS_FAILED, errno=exc.errno or 0)
+    def _closed(self, err: int) -> Failure:
+        """The server closed or reset the connection (``err``: its errno, 0 for an
+        orderly close). Right after a TLS handshake, before any reply, that is the
+        handshake failing (kind TLS_FAILED with no reason: respkv._failure says what it
+        means), as the native engine reports it."""
+        kind = ErrorKind.TLS_FAILED if self._tls_fresh else ErrorKind.CONNECTION_LOST
+        return self._failure(kind, errno=err)
+
+    def _tls_failure(self, exc: OSError) -> Failure:
+        """The TLS handshake failed: OpenSSL's reason, or only the errno (0: the server
+        closed the connection) when it gave none."""
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, _TLS_EOF):
+            return self._failure(ErrorKind.TLS_FAILED, detail=ssl_reason(exc))
+        err = 0 if isinstance(exc, ssl.SSLError) else exc.errno or 0
+        return self._failure(ErrorKind.TLS_FAILED, errno=err)
+
+    def _tls_load_failure(self, exc: OSError | ValueError) -> Failure:
+        """The TLS context could not be made (a CA, certificate or key file)."""
+        what = "cannot load the TLS files (ca_file, cert_file, key_file)"
+        if isinstance(exc, ssl.SSLError):
+            return self._failure(ErrorKind.TLS_FAILED, detail=f"{what}: {ssl_reason(exc)}")
+        if isinstance(exc, OSError) and exc.errno:
+            return self._failure(ErrorKind.TLS_FAILED, errno=exc.errno, detail=what)
+        return self._failure(ErrorKind.TLS_FAILED, detail=f"{what}: {exc}")

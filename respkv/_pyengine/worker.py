@@ -14,11 +14,11 @@ cancel is met within one wake-up whatever the worker was doing.
 
 Windows. How much is in flight is bounded per connection (see ``ConnectionOptions``): a
 request is admitted when nothing is in flight, or when the count stays below
-``window_small``, the payload bytes below ``window_bytes``, and, for a large value
-(>= :data:`LARGE_VALUE_BYTES`), the large values below ``window_values``. Small replies
-(EXISTS, UNLINK) pipeline hundreds deep; multi-MiB values two deep, because Redis copies
-each queued reply into its output buffer before writing it, so deeper GET pipelines only
-add copies on the server (measured: benchmarks/bench_windows.py).
+``window_small``, the payload bytes below ``window_bytes``, and, for a large value (>=
+:data:`~respkv._limits.LARGE_VALUE_BYTES`), the large values below ``window_values``.
+Small replies (EXISTS, UNLINK) pipeline hundreds deep; multi-MiB values two deep,
+because Redis copies each queued reply into its output buffer before writing it, so
+deeper GET pipelines only add copies on the server (measured: benchmarks/bench_windows.py).
 
 Runs. Keys travel in *runs* (:class:`~respkv._pyengine.batch.Run`): consecutive keys of
 one tile admitted together, sharing one ``op_timeout`` deadline and one offset in the
@@ -61,6 +61,7 @@ from typing import Final
 
 from respkv._contract import Op
 from respkv._failure import ErrorKind, Failure
+from respkv._limits import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES
 from respkv._options import ConnectionOptions
 from respkv._pyengine.batch import Batch, Run, Tile
 from respkv._pyengine.connection import Connection, Dropped, Poller, TlsContext
@@ -70,14 +71,9 @@ from respkv.resp2 import pack_key_command as _pack_key_command
 from respkv.resp2 import pack_set_header as _pack_set_header
 from respkv.resp2 import pack_set_tail as _pack_set_tail
 
-__all__ = ["INLINE_VALUE_BYTES", "LARGE_VALUE_BYTES", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("respkv.engine")
-
-#: Values at least this large count against ``window_values`` (see the module essay).
-LARGE_VALUE_BYTES: Final = 256 * 1024
-#: Values below this are copied into the request bytes (one iovec beats three).
-INLINE_VALUE_BYTES: Final = 16 * 1024
 
 #: Finished tiles tolerated in the deadline heap before it is rebuilt without them
 #: (amortized: a rebuild happens only once most entries are finished).

@@ -175,15 +175,17 @@ EnginePtr make_engine(const py::dict& c) {
     o.connect.handshake.push_back(std::move(hc));
   }
   if (c["tls"].cast<bool>()) {
-    if (!respkv::tls_available()) {
-      throw py::value_error("this build of respkv_native has no TLS (SUPPORTS_TLS is False)");
-    }
+    // respkv checks SUPPORTS_TLS first and words the refusal (respkv/_tls.py).
+    if (!respkv::tls_available()) throw py::value_error(respkv::NO_OPENSSL);
     respkv::TlsSettings t;
     t.ca_file = optional_str(c["tls_ca_file"]);
     t.cert_file = optional_str(c["tls_cert_file"]);
     t.key_file = optional_str(c["tls_key_file"]);
     t.server_hostname = optional_str(c["tls_server_hostname"]);
-    t.verify = c["tls_verify"].cast<bool>();
+    // The policy: respkv/_tls.py tls_policy(), the one source.
+    t.min_version = c["tls_min_version"].cast<int>();
+    t.verify_peer = c["tls_verify_peer"].cast<bool>();
+    t.check_hostname = c["tls_check_hostname"].cast<bool>();
     o.tls = std::move(t);
   }
   o.connection.reader = reader_limits(c);
@@ -231,6 +233,12 @@ py::dict engine_config(const Engine& engine) {
     handshake.append(py::make_tuple(args, cmd.required));
   }
   d["handshake"] = handshake;
+  d["tls"] = o.tls.has_value();
+  if (o.tls) {
+    d["tls_min_version"] = o.tls->min_version;
+    d["tls_verify_peer"] = o.tls->verify_peer;
+    d["tls_check_hostname"] = o.tls->check_hostname;
+  }
   return d;
 }
 

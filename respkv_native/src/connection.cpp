@@ -170,10 +170,6 @@ std::string peek(int fd, std::size_t n) {
 // Bytes of a plaintext answer quoted (enough for "-ERR unknown command").
 constexpr std::size_t QUOTE_BYTES = 48;
 
-std::string not_tls(const std::string& answer) {
-  return "the server did not answer with TLS (it sent \"" + answer + "\")";
-}
-
 }  // namespace
 
 // The connect sequence after the socket is up: TLS, then the handshake commands.
@@ -202,9 +198,13 @@ struct Handshake {
     tls_watch_first_bytes(conn.ssl_.get(), &first);
     const bool ok = tls_steps(conn, first);
     tls_unwatch_first_bytes(conn.ssl_.get());
+    conn.tls_fresh_ = ok;
     return ok;
   }
 
+  // Failures are data, worded in Python (respkv/_failure.py, TLS_FAILED): `reply` quotes
+  // a plaintext answer, `detail` is OpenSSL's reason, ETIMEDOUT a handshake that did not
+  // finish in time, and none of these a server that closed the connection.
   bool tls_steps(Connection& conn, const TlsFirstBytes& first) {
     // What the server sent, when it is not TLS: read by OpenSSL so far, then unread.
     auto answer = [&] { return plaintext(first.bytes + peek(conn.fd(), QUOTE_BYTES)); };
@@ -212,27 +212,18 @@ struct Handshake {
       TlsError e;
       const TlsIo step = tls_connect(conn.ssl_.get(), &e);
       if (step == TlsIo::Ok) return true;
-      if (step == TlsIo::Closed) {
-        const std::string a = answer();
-        e.detail = !a.empty() ? not_tls(a) : "the server closed the connection during the TLS handshake";
-        return fail(tls_failure(e));
-      }
-      if (step == TlsIo::Error) {
-        const std::string a = answer();
-        if (!a.empty()) e.detail = not_tls(a) + ": " + e.detail;
-        return fail(tls_failure(e));
+      if (step == TlsIo::Closed || step == TlsIo::Error) {
+        Failure f = tls_failure(e);
+        f.reply = answer();
+        return fail(std::move(f));
       }
       const short events = step == TlsIo::WantRead ? POLLIN : POLLOUT;
       const Wait w = wait_for(conn.fd(), events, deadline, in);
       if (w == Wait::Interrupted) return interrupted();
       if (w == Wait::Timeout) {
-        const std::string a = answer();
-        return fail(timed_out(ErrorKind::TlsFailed,
-                              !a.empty() ? not_tls(a)
-                              : tls_received_anything(conn.ssl_.get())
-                                  ? "the TLS handshake did not finish within connect_timeout"
-                                  : "no answer to the TLS handshake within connect_timeout "
-                                    "(a plaintext server?)"));
+        Failure f = timed_out(ErrorKind::TlsFailed, {});
+        f.reply = answer();
+        return fail(std::move(f));
       }
     }
   }
@@ -292,7 +283,7 @@ struct Handshake {
         continue;
       }
       const Io io = conn.receive();
-      if (io == Io::Closed || io == Io::Error) return fail(conn.error());  // CONNECTION_LOST
+      if (io == Io::Closed || io == Io::Error) return fail(conn.error());  // see fail_errno
       if (io == Io::WouldBlock) {
         const Wait w = wait_for(conn.fd(), conn.want_write_ ? POLLOUT : POLLIN, deadline, in);
         if (w == Wait::Interrupted) return interrupted();
@@ -356,16 +347,20 @@ void Connection::queue_ref(const std::uint8_t* data, std::size_t n) {
   queued_ += n;
 }
 
+// A close or reset right after the TLS handshake, before any reply, is the handshake
+// failing (TLS_FAILED): a TLS 1.3 server checks the client certificate only once the
+// client's side of the handshake is over. Later it is CONNECTION_LOST.
 Io Connection::fail_errno(int err) {
   error_ = Failure{};
-  error_.kind = ErrorKind::ConnectionLost;
+  error_.kind = tls_fresh_ ? ErrorKind::TlsFailed : ErrorKind::ConnectionLost;
   error_.err = err;
   return Io::Error;
 }
 
 Io Connection::fail_tls(const TlsError& e) {
+  if (e.detail.empty()) return fail_errno(e.err);
   error_ = Failure{};
-  error_.kind = e.detail.empty() ? ErrorKind::ConnectionLost : ErrorKind::TlsFailed;
+  error_.kind = ErrorKind::TlsFailed;
   error_.err = e.err;
   error_.detail = e.detail;
   return Io::Error;
@@ -486,6 +481,7 @@ Io Connection::receive() {
       case TlsIo::Ok:
         want_write_ = false;
         write_needs_read_ = false;
+        tls_fresh_ = false;  // a reply: the server accepted the handshake
         reader_.buffer_updated(n);
         return Io::Ok;
       case TlsIo::WantRead:

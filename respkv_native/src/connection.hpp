@@ -135,6 +135,7 @@ class Connection {
   SslPtr ssl_;  // null for plain TCP / Unix sockets; freed before fd_ is closed
   bool want_write_ = false;        // TLS: a read cannot go on until the socket is writable
   bool write_needs_read_ = false;  // TLS: a write cannot go on until the socket is readable
+  bool tls_fresh_ = false;         // TLS handshake done, no reply yet (see fail_errno)
   Reader reader_;
   std::vector<iovec> iov_;  // max_iov entries, reused by every flush()
   std::string send_buf_;

@@ -93,9 +93,12 @@ std::shared_ptr<TlsContext> TlsContext::create(const TlsSettings& s, TlsError* e
     return nullptr;
   }
   std::shared_ptr<TlsContext> ctx(new TlsContext(raw, s));
-  SSL_CTX_set_min_proto_version(raw, TLS1_2_VERSION);
+  if (SSL_CTX_set_min_proto_version(raw, s.min_version) != 1) {
+    error->detail = openssl_reason("unsupported minimum TLS version");
+    return nullptr;
+  }
   SSL_CTX_set_mode(raw, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-  if (s.verify) {
+  if (s.verify_peer) {
     SSL_CTX_set_verify(raw, SSL_VERIFY_PEER, nullptr);
     int ok = s.ca_file ? SSL_CTX_load_verify_locations(raw, s.ca_file->c_str(), nullptr)
                        : SSL_CTX_set_default_verify_paths(raw);
@@ -133,7 +136,7 @@ SslPtr TlsContext::session(int fd, const std::string& host, TlsError* error) con
   const std::string name = settings_.server_hostname ? *settings_.server_hostname : host;
   const bool ip = is_ip_literal(name);
   if (!ip) SSL_set_tlsext_host_name(ssl.get(), name.c_str());
-  if (settings_.verify) {
+  if (settings_.check_hostname) {
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl.get());
     int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str())
                 : X509_VERIFY_PARAM_set1_host(param, name.c_str(), 0);
@@ -176,8 +179,6 @@ TlsIo tls_read(ssl_st* ssl, void* data, std::size_t n, std::size_t* done, TlsErr
 
 bool tls_pending(ssl_st* ssl) { return SSL_pending(ssl) > 0; }
 
-bool tls_received_anything(ssl_st* ssl) { return BIO_number_read(SSL_get_rbio(ssl)) > 0; }
-
 namespace {
 
 // Bytes of the peer's first answer kept (enough for "-ERR unknown command").
@@ -210,10 +211,6 @@ void tls_unwatch_first_bytes(ssl_st* ssl) {
 
 #else  // no OpenSSL at build time
 
-namespace {
-constexpr const char* NO_TLS = "this build of respkv_native has no TLS (OpenSSL was not found)";
-}
-
 bool tls_available() { return false; }
 
 void SslFree::operator()(ssl_st*) const noexcept {}
@@ -221,33 +218,31 @@ void SslFree::operator()(ssl_st*) const noexcept {}
 TlsContext::~TlsContext() = default;
 
 std::shared_ptr<TlsContext> TlsContext::create(const TlsSettings&, TlsError* error) {
-  error->detail = NO_TLS;
+  error->detail = NO_OPENSSL;
   return nullptr;
 }
 
 SslPtr TlsContext::session(int, const std::string&, TlsError* error) const {
-  error->detail = NO_TLS;
+  error->detail = NO_OPENSSL;
   return nullptr;
 }
 
 TlsIo tls_connect(ssl_st*, TlsError* error) {
-  error->detail = NO_TLS;
+  error->detail = NO_OPENSSL;
   return TlsIo::Error;
 }
 
 TlsIo tls_write(ssl_st*, const void*, std::size_t, std::size_t*, TlsError* error) {
-  error->detail = NO_TLS;
+  error->detail = NO_OPENSSL;
   return TlsIo::Error;
 }
 
 TlsIo tls_read(ssl_st*, void*, std::size_t, std::size_t*, TlsError* error) {
-  error->detail = NO_TLS;
+  error->detail = NO_OPENSSL;
   return TlsIo::Error;
 }
 
 bool tls_pending(ssl_st*) { return false; }
-
-bool tls_received_anything(ssl_st*) { return false; }
 
 void tls_watch_first_bytes(ssl_st*, TlsFirstBytes*) {}
 

@@ -5,12 +5,13 @@
 // every reconnect (SSL_CTX is safe to share once configured; each connection gets its
 // own SSL session from it), so the CA file is read once, not on every reconnect.
 //
-// The context is configured like Python's `ssl.create_default_context(cafile=...)`: TLS
-// 1.2 or newer, the peer certificate verified against `ca_file` (or the system store)
-// and its name checked against `server_hostname` (or the host; an IP address is checked
-// as an IP), unless `verify` is false, which turns both checks off. A client certificate
-// (`cert_file`, `key_file`) is sent when given. SNI carries the name when it is not an
-// IP address.
+// The policy is Python's (respkv/_tls.py `tls_policy`), passed in at construction, never
+// decided here: the oldest protocol version allowed (`min_version`, the wire number that
+// OpenSSL's TLS1_2_VERSION also is), whether the peer certificate is verified against
+// `ca_file` (or the system store) and whether its name is checked against
+// `server_hostname` (or the host; an IP address is checked as an IP). A client
+// certificate (`cert_file`, `key_file`) is sent when given. SNI carries the name when it
+// is not an IP address.
 //
 // Everything here is non-blocking: each call does one step and says whether it needs the
 // socket readable (WantRead) or writable (WantWrite); the caller polls. Payloads are
@@ -18,12 +19,12 @@
 // zero-copy paths of connection.cpp stay zero-copy in user space.
 //
 // Failures are data (TlsError): an errno when a system call failed, and OpenSSL's own
-// reason as `detail` (library text, shown as is). A peer that answers the handshake
-// with bytes that are not TLS (a plaintext server) is named as such.
+// reason as `detail` (library text, shown as is). What they mean in words (a plaintext
+// port, a server closing the handshake) is written once, in respkv/_failure.py.
 //
 // Built without OpenSSL (no libssl-dev at build time), `tls_available()` is false and
-// creating a context fails; respkv then reports SUPPORTS_TLS = False and picks the pure
-// engine for resps:// connections.
+// creating a context fails with NO_OPENSSL; respkv then reports SUPPORTS_TLS = False,
+// never asks for TLS here, and says why in Python (respkv/_tls.py NO_TLS_MESSAGE).
 #pragma once
 
 #include <cstddef>
@@ -42,8 +43,15 @@ struct TlsSettings {
   std::optional<std::string> cert_file;
   std::optional<std::string> key_file;
   std::optional<std::string> server_hostname;
-  bool verify = true;
+  // The policy (from Python's TlsPolicy; every field is required by the binding).
+  int min_version = 0;          // oldest protocol version, as its wire number (0x0303)
+  bool verify_peer = true;      // verify the chain against ca_file / the system store
+  bool check_hostname = true;   // the certificate must name the server
 };
+
+// The failure detail of every TLS step in a build without OpenSSL (unreachable from
+// respkv, which checks SUPPORTS_TLS first).
+inline constexpr const char* NO_OPENSSL = "built without OpenSSL";
 
 // Why a TLS step failed: an errno (0 if none) and the library's reason.
 struct TlsError {
@@ -87,9 +95,6 @@ TlsIo tls_write(ssl_st* ssl, const void* data, std::size_t n, std::size_t* done,
 TlsIo tls_read(ssl_st* ssl, void* data, std::size_t n, std::size_t* done, TlsError* error);
 // Decrypted bytes waiting inside the session (the socket may not be readable for them).
 bool tls_pending(ssl_st* ssl);
-// Whether the session has received any bytes from the peer yet (during the handshake:
-// did the server answer at all).
-bool tls_received_anything(ssl_st* ssl);
 
 // The first bytes the peer sent, as OpenSSL read them: a handshake that failed on an
 // answer that is no TLS record (a plaintext server) can quote it. `watch` starts
