@@ -21,6 +21,7 @@ Run: ``python -m benchmarks.bench_codec``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from typing import Any, Final
 
 from benchmarks._common import GIB, KIB, MIB, Table, median, timed, write_json
 from respkv.errors import ProtocolError, ReplyError
-from respkv.resp2 import FILLED, NEED_DATA, Reader, SizeMismatch, hiredis_available
+from respkv.resp2 import FILLED, NEED_DATA, Reader, SizeMismatch
 
 INTEGER_REPLIES: Final = 10_000
 BULK_BYTES: Final = 4 * MIB
@@ -110,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     readers: dict[str, Callable[[], Any]] = {"respkv Reader (pure)": Reader}
-    if hiredis_available():
+    if importlib.util.find_spec("hiredis") is not None:
         readers["HiredisReader"] = HiredisReader
     else:
         print("(hiredis not installed: pip install hiredis)")

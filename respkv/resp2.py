@@ -45,7 +45,6 @@ parses with this reader alone; hiredis is only a test reference.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable
 from typing import Any, Final, NoReturn
 
@@ -70,7 +69,6 @@ __all__ = [
     "SizeMismatch",
     "describe_reply",
     "encode_arg",
-    "hiredis_available",
     "pack_command",
     "pack_commands",
     "pack_key_command",
@@ -697,9 +695,3 @@ def describe_reply(value: Any, type_byte: int) -> str:
     else:
         text = "+" + bytes(value).decode("utf-8", "replace")
     return text[:DESCRIBE_CHARS]
-
-
-def hiredis_available() -> bool:
-    """True when the ``hiredis`` package is installed. Reported by ``respkv doctor``
-    only: respkv itself does not use it (see the module essay)."""
-    return importlib.util.find_spec("hiredis") is not None

@@ -76,3 +76,15 @@ def test_pure_build_is_a_pure_wheel(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "respkv/py.typed" in names
     assert not [n for n in names if n.startswith("respkv_native")], names
+
+
+def test_no_hiredis_extra() -> None:
+    """respkv parses with its own reader (measured: no engine path gains from hiredis,
+    see respkv/resp2.py), so no extra advertises hiredis; the test extra keeps it as the
+    codec's independent reference."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert "hiredis" not in extras
+    assert any(dep.startswith("hiredis") for dep in extras["test"])

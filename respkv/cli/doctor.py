@@ -64,7 +64,6 @@ SETTINGS: Final = (
 
 def _backend_advice() -> list[str]:
     """Print the backend in use and why; return advice about it."""
-    from respkv import resp2
     from respkv._backend import select_backend
 
     advice = []
@@ -79,7 +78,6 @@ def _backend_advice() -> list[str]:
     except (ValueError, ImportError) as exc:
         print(f"Backend: error: {exc}")
         advice.append("fix RESPKV_BACKEND (auto, python or native)")
-    print(f"hiredis: {'available' if resp2.hiredis_available() else 'not installed'}")
     print(f"Client CPU cores: {os.cpu_count()}")
     return advice
 
