@@ -34,7 +34,7 @@ from respkv._admin import AdminConnection
 from respkv._compat import BufferLike
 from respkv._contract import BatchResult, Completion, Connector, ErrorKind, KeyStatus, Op
 from respkv._options import ConnectionOptions
-from respkv._validate import MAX_KEY_BYTES, CheckedKeys
+from respkv._validate import MAX_KEY_BYTES, CheckedKeys, check_ttl
 from respkv.errors import ReplyError, ResultError
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "open_admin",
     "raise_for",
     "release_unclosed",
+    "set_kw",
     "unreachable",
 ]
 
@@ -225,6 +226,17 @@ def deadline_kw(timeout: float | None) -> dict[str, float]:
     """The ``timeout=`` keyword for a submit, only when a deadline is set (so connectors
     written for contract v1 still serve callers that use none)."""
     return {} if timeout is None else {"timeout": timeout}
+
+
+def set_kw(timeout: float | None, ttl: float | None) -> dict[str, float]:
+    """The keywords of a ``submit_batch_set``: ``timeout`` and ``ttl`` only when set
+    (as :func:`deadline_kw`). ``ttl`` is checked here (``check_ttl``), so that a bad one
+    raises before any key is looked at, whatever the connector."""
+    kw = deadline_kw(timeout)
+    if ttl is not None:
+        check_ttl(ttl)
+        kw["ttl"] = ttl
+    return kw
 
 
 def raise_for(result: BatchResult) -> None:

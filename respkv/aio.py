@@ -56,6 +56,7 @@ from respkv._clientbase import (
     open_admin,
     raise_for,
     release_unclosed,
+    set_kw,
     unreachable,
 )
 from respkv._compat import BufferLike
@@ -117,13 +118,16 @@ class AsyncClient:
         buffers: Sequence[BufferLike],
         *,
         timeout: float | None = None,
+        ttl: float | None = None,
     ) -> BatchResult:
-        """Store ``buffers[i]`` under ``keys[i]``; ``timeout``: the batch's deadline."""
+        """Store ``buffers[i]`` under ``keys[i]``; ``timeout``: the batch's deadline;
+        ``ttl``: the keys' expiry in seconds (as :meth:`respkv.Client.batch_set`)."""
         self._check_usable()
+        kw = set_kw(timeout, ttl)
         if asyncio.get_running_loop() is not self._loop:
-            return await self._hop(self.batch_set(keys, buffers, timeout=timeout))
+            return await self._hop(self.batch_set(keys, buffers, timeout=timeout, ttl=ttl))
         raw, full = self._keys(keys)
-        batch_id = self._conn.submit_batch_set(full, buffers, **deadline_kw(timeout))
+        batch_id = self._conn.submit_batch_set(full, buffers, **kw)
         return await self._track(Op.SET, raw, batch_id, buffers)
 
     async def batch_get(
@@ -177,9 +181,17 @@ class AsyncClient:
 
     # -- single keys ---------------------------------------------------------------
 
-    async def set(self, key: KeyLike, value: BufferLike, *, timeout: float | None = None) -> None:
-        """Store one value; raise :class:`ResultError` if the server did not take it."""
-        raise_for(await self.batch_set([key], [value], timeout=timeout))
+    async def set(
+        self,
+        key: KeyLike,
+        value: BufferLike,
+        *,
+        timeout: float | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        """Store one value (``ttl``: expiring after that many seconds); raise
+        :class:`ResultError` if the server did not take it."""
+        raise_for(await self.batch_set([key], [value], timeout=timeout, ttl=ttl))
 
     async def get_into(
         self, key: KeyLike, buffer: BufferLike, *, timeout: float | None = None

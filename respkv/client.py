@@ -53,6 +53,7 @@ from respkv._clientbase import (
     open_admin,
     raise_for,
     release_unclosed,
+    set_kw,
     unreachable,
 )
 from respkv._compat import BufferLike
@@ -140,15 +141,19 @@ class Client:
         buffers: Sequence[BufferLike],
         *,
         timeout: float | None = None,
+        ttl: float | None = None,
     ) -> BatchResult:
         """Store ``buffers[i]`` under ``keys[i]``; per key ``OK`` or a failure status.
 
         ``timeout``: the batch's deadline in seconds; keys unfinished then end
-        ``TIMEOUT`` (a SET that timed out may or may not have been applied)."""
+        ``TIMEOUT`` (a SET that timed out may or may not have been applied).
+        ``ttl``: every key expires that many seconds after it is stored (``SET ... PX``,
+        millisecond resolution, at most :data:`~respkv._validate.MAX_TTL`); ``None``
+        stores without expiry, clearing any the key had."""
         self._check_usable()
+        kw = set_kw(timeout, ttl)
         raw = check_keys(keys)
         full = add_prefix(self.prefix, raw)
-        kw = deadline_kw(timeout)
         return self._run(Op.SET, raw, self._conn.submit_batch_set(full, buffers, **kw), buffers)
 
     def batch_get(
@@ -208,9 +213,17 @@ class Client:
 
     # -- single keys ---------------------------------------------------------------
 
-    def set(self, key: KeyLike, value: BufferLike, *, timeout: float | None = None) -> None:
-        """Store one value; raise :class:`ResultError` if the server did not take it."""
-        raise_for(self.batch_set([key], [value], timeout=timeout))
+    def set(
+        self,
+        key: KeyLike,
+        value: BufferLike,
+        *,
+        timeout: float | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        """Store one value (``ttl``: expiring after that many seconds); raise
+        :class:`ResultError` if the server did not take it."""
+        raise_for(self.batch_set([key], [value], timeout=timeout, ttl=ttl))
 
     def get_into(self, key: KeyLike, buffer: BufferLike, *, timeout: float | None = None) -> bool:
         """Fetch one value into ``buffer``: ``True`` on a hit, ``False`` on a miss.

@@ -33,16 +33,24 @@ The rules this module keeps:
   is the first victim (an UNLINK of a key that is not there just answers 0). A later
   SET, a hit, or an EXISTS answer settles it. Without this, keys the server did store
   would be invisible to eviction and the server would grow past the capacity.
+* A key stored with an expiry (``ttl=``, ``SET ... PX``) leaves the server by itself, so
+  its entry carries the monotonic time by which the server has dropped it (the
+  acknowledgement's time plus the ttl: the server set the expiry before it answered)
+  and is treated as gone from then on (counted in ``expired_keys``). A heap of expiry
+  times is purged before anything reads the usage or chooses victims; a store without
+  expiry clears the entry's.
 
 The defaults (``LRU``, 0.8, 0.2) are the reference system's.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -120,6 +128,8 @@ class Usage:
     #: Keys (and their bytes, included in ``used_bytes``) whose SET outcome is unknown.
     unsettled_keys: int = 0
     unsettled_bytes: int = 0
+    #: Keys that left the tracking because their expiry (``ttl``) passed.
+    expired_keys: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,14 +141,28 @@ class Victim:
     generation: int
 
 
-class _Entry:
-    __slots__ = ("generation", "size", "unsettled")
+#: Stale expiry records (of keys stored again or gone) tolerated in the heap before it is
+#: rebuilt from the entries: beyond this and twice the entries (amortized O(1) per store).
+_EXPIRY_SLACK: Final = 64
 
-    def __init__(self, size: int, generation: int, *, unsettled: bool = False) -> None:
+
+class _Entry:
+    __slots__ = ("expires", "generation", "size", "unsettled")
+
+    def __init__(
+        self,
+        size: int,
+        generation: int,
+        *,
+        unsettled: bool = False,
+        expires: float | None = None,
+    ) -> None:
         self.size = size
         self.generation = generation
         #: The SET that made this entry had an unknown outcome; nothing has settled it.
         self.unsettled = unsettled
+        #: Monotonic time by which the server has dropped the key (its ttl), or None.
+        self.expires = expires
 
 
 class LRUTracker:
@@ -148,7 +172,9 @@ class LRUTracker:
     least recently used end and skips pinned keys.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        #: The clock expiry times are read on (tests give their own).
+        self.clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._pins: Counter[bytes] = Counter()
@@ -159,6 +185,8 @@ class LRUTracker:
         self._evicted_bytes = 0
         self._vanished = 0
         self._unsettled = 0  # entries with ``unsettled`` set
+        self._expiries: list[tuple[float, int, bytes]] = []  # (expires, generation, key)
+        self._expired = 0
 
     # -- what the server told us ---------------------------------------------------
 
@@ -168,44 +196,87 @@ class LRUTracker:
         with self._lock:
             return self._generation
 
-    def stored(self, key: bytes, size: int) -> None:
-        """The server acknowledged a SET of ``size`` bytes: count it, most recent."""
+    def stored(self, key: bytes, size: int, expires: float | None = None) -> None:
+        """The server acknowledged a SET of ``size`` bytes: count it, most recent.
+
+        ``expires``: the monotonic time by which the key has expired on the server
+        (``None``: stored without expiry)."""
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
         with self._lock:
             self._generation += 1
             entry = self._entries.get(key)
             if entry is None:
-                self._entries[key] = _Entry(size, self._generation)
+                self._entries[key] = _Entry(size, self._generation, expires=expires)
             else:
                 self._used -= entry.size
                 entry.size = size
                 entry.generation = self._generation
+                entry.expires = expires
                 self._settle(entry)
                 self._entries.move_to_end(key)
             self._used += size
+            self._expire_at(key, expires)
 
-    def maybe_stored(self, key: bytes, size: int) -> None:
+    def maybe_stored(self, key: bytes, size: int, expires: float | None = None) -> None:
         """A SET of ``size`` bytes whose outcome is unknown: count it as unsettled.
 
         A new key goes to the least-recently-used end (the first victim). An entry
-        already tracked keeps its place and counts the larger of the two sizes: the
-        server holds one of them."""
+        already tracked keeps its place and counts the larger of the two sizes, and the
+        later of the two expiries (none if either has none): the server holds one of
+        them."""
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
         with self._lock:
             self._generation += 1
             entry = self._entries.get(key)
             if entry is None:
-                self._entries[key] = _Entry(size, self._generation, unsettled=True)
+                entry = _Entry(size, self._generation, unsettled=True, expires=expires)
+                self._entries[key] = entry
                 self._entries.move_to_end(key, last=False)
                 self._used += size
                 self._unsettled += 1
-                return
-            if size > entry.size:
-                self._used += size - entry.size
-                entry.size = size
-            entry.generation = self._generation
+            else:
+                if size > entry.size:
+                    self._used += size - entry.size
+                    entry.size = size
+                entry.generation = self._generation
+                if expires is None or entry.expires is None:
+                    entry.expires = None
+                else:
+                    entry.expires = max(entry.expires, expires)
+            self._expire_at(key, entry.expires)
+
+    def expiry(self, ttl: float | None) -> float | None:
+        """When a key stored now with ``ttl`` seconds has expired (``None``: never)."""
+        return None if ttl is None else self.clock() + ttl
+
+    def _expire_at(self, key: bytes, expires: float | None) -> None:
+        """Record that ``key``'s current entry leaves the tracking at ``expires``."""
+        if expires is None:
+            return
+        heap = self._expiries
+        heapq.heappush(heap, (expires, self._generation, key))
+        if len(heap) > _EXPIRY_SLACK and len(heap) > 2 * len(self._entries):
+            heap[:] = [
+                (e.expires, e.generation, k)
+                for k, e in self._entries.items()
+                if e.expires is not None
+            ]
+            heapq.heapify(heap)
+
+    def _purge_expired(self) -> None:
+        """Drop the entries whose expiry has passed (the server no longer has them)."""
+        heap = self._expiries
+        if not heap:
+            return
+        now = self.clock()
+        while heap and heap[0][0] <= now:
+            _, generation, key = heapq.heappop(heap)
+            entry = self._entries.get(key)
+            if entry is not None and entry.generation == generation:
+                self._drop(key, vanished=False)
+                self._expired += 1
 
     def accessed(self, key: bytes, size: int | None = None) -> None:
         """A hit: mark most recent and settled. ``size`` (a GET hit's exact length)
@@ -240,11 +311,13 @@ class LRUTracker:
     def unsettled(self) -> int:
         """How many tracked keys have an unknown SET outcome."""
         with self._lock:
+            self._purge_expired()
             return self._unsettled
 
     def unsettled_keys(self, limit: int) -> list[bytes]:
         """Up to ``limit`` keys whose SET outcome is still unknown, oldest first."""
         with self._lock:
+            self._purge_expired()
             out: list[bytes] = []
             if not self._unsettled:
                 return out
@@ -327,6 +400,7 @@ class LRUTracker:
         victims: list[Victim] = []
         total = 0
         with self._lock:
+            self._purge_expired()
             for key, entry in self._entries.items():
                 if total >= nbytes:
                     break
@@ -364,21 +438,25 @@ class LRUTracker:
     @property
     def used_bytes(self) -> int:
         with self._lock:
+            self._purge_expired()
             return self._used
 
     def size_of(self, key: bytes) -> int | None:
         """The tracked size of ``key``, or ``None`` when it is not tracked."""
         with self._lock:
+            self._purge_expired()
             entry = self._entries.get(key)
             return None if entry is None else entry.size
 
     def lru_order(self) -> list[bytes]:
         """Tracked keys, least recently used first."""
         with self._lock:
+            self._purge_expired()
             return list(self._entries)
 
     def usage(self) -> Usage:
         with self._lock:
+            self._purge_expired()
             pinned = sum(1 for k, n in self._pins.items() if n > 0 and k in self._entries)
             unsettled = [e.size for e in self._entries.values() if e.unsettled]
             return Usage(
@@ -390,8 +468,10 @@ class LRUTracker:
                 self._vanished,
                 len(unsettled),
                 sum(unsettled),
+                self._expired,
             )
 
     def __len__(self) -> int:
         with self._lock:
+            self._purge_expired()
             return len(self._entries)

@@ -13,6 +13,9 @@ Redis as a KV-cache tier (LMCache's L2 adapter):
   keys are the first victims; a later SET, a hit, or an EXISTS (:meth:`KVStore.reconcile`,
   run by the background evictor) settles them. A SET the server refused (``-OOM``) or
   that was never sent is not counted.
+* ``put(..., ttl=)`` stores chunks that expire on the server by themselves; the tracker
+  keeps each one's expiry and stops counting it once that has passed (``expired_keys``),
+  so an expired chunk is neither counted against the capacity nor chosen as a victim.
 * GET hits and EXISTS hits refresh a key's recency; misses prove a key gone and drop it
   from the tracking, unless the entry is newer than the lookup (it was stored while the
   lookup was on its way: the MISS may predate the SET). The lookup reads the tracker's
@@ -49,7 +52,7 @@ from typing import Any, Final, Literal
 
 from respkv._compat import Buffer
 from respkv._contract import BatchResult, KeyLike, KeyStatus
-from respkv._validate import check_keys
+from respkv._validate import check_keys, check_ttl
 from respkv.client import Client
 from respkv.errors import ConnectionClosedError, ReplyError
 from respkv.eviction import EvictionConfig, LRUTracker, bytes_to_free
@@ -134,6 +137,8 @@ class StoreUsage:
     #: Keys whose SET outcome is unknown, and their bytes (included in ``used_bytes``).
     unsettled_keys: int = 0
     unsettled_bytes: int = 0
+    #: Keys stored with a ``ttl`` that left the tracking when it passed.
+    expired_keys: int = 0
 
     @property
     def fraction(self) -> float:
@@ -230,30 +235,40 @@ class KVStore:
 
     # -- operations ----------------------------------------------------------------
 
-    def put(self, keys: Sequence[KeyLike], buffers: Sequence[Buffer]) -> BatchResult:
+    def put(
+        self, keys: Sequence[KeyLike], buffers: Sequence[Buffer], *, ttl: float | None = None
+    ) -> BatchResult:
         """Store chunks. Keys the server acknowledged (``OK``) are counted; keys whose
-        outcome is unknown are counted as unsettled (see the module notes)."""
+        outcome is unknown are counted as unsettled (see the module notes).
+
+        ``ttl``: the chunks expire on the server after that many seconds (``SET ... PX``)
+        and leave the tracking then."""
+        check_ttl(ttl)
         full = self._full_keys(keys)
         # Keys being written are pinned, so a concurrent cycle does not UNLINK an old
         # version while the new one is on its way.
         self._tracker.pin(full)
         try:
-            result = self.client.batch_set(full, buffers)
+            result = self.client.batch_set(full, buffers, ttl=ttl)
         except (TypeError, ValueError):
             raise  # bad input: refused before anything was sent
         except BaseException:
             # Interrupted after the submit: every key may have been applied.
+            expires = self._tracker.expiry(ttl)
             for key, buf in zip(full, buffers, strict=True):
-                self._tracker.maybe_stored(key, memoryview(buf).nbytes)
+                self._tracker.maybe_stored(key, memoryview(buf).nbytes, expires)
             raise
         finally:
             self._tracker.unpin(full)
+        # Taken after the acknowledgements: the server set each expiry before answering,
+        # so it has dropped the key by this time plus the ttl.
+        expires = self._tracker.expiry(ttl)
         statuses, failures = result.statuses, result.failures
         for key, buf, status, failure in zip(full, buffers, statuses, failures, strict=True):
             if status is KeyStatus.OK:
-                self._tracker.stored(key, memoryview(buf).nbytes)
+                self._tracker.stored(key, memoryview(buf).nbytes, expires)
             elif failure is not None and failure.outcome_unknown:
-                self._tracker.maybe_stored(key, memoryview(buf).nbytes)
+                self._tracker.maybe_stored(key, memoryview(buf).nbytes, expires)
         self._after_store()
         return self._relabel(keys, result)
 
@@ -350,6 +365,7 @@ class KVStore:
             u.vanished_keys,
             u.unsettled_keys,
             u.unsettled_bytes,
+            u.expired_keys,
         )
 
     def tracked_size(self, key: KeyLike) -> int | None:
