@@ -23,9 +23,10 @@ deeper GET pipelines only add copies on the server (measured: benchmarks/bench_w
 Runs. Keys travel in *runs* (:class:`~respkv._pyengine.batch.Run`): consecutive keys of
 one tile admitted together, sharing one ``op_timeout`` deadline and one offset in the
 connection's byte stream (so a failure says whether the request had been written:
-``Failure.in_flight``). EXISTS and UNLINK runs are hundreds of keys long, packed with one
-``join`` and answered through :mod:`respkv._pyengine.replies` with one ``map``: about a
-microsecond per key, and no object per key unless the key fails.
+``Failure.in_flight``). Their bytes come from :mod:`respkv._pyengine.requests`, their
+answers from :mod:`respkv._pyengine.replies`: EXISTS and UNLINK runs are hundreds of keys
+long, packed with one ``join`` and answered with one ``map``: about a microsecond per
+key, and no object per key unless the key fails.
 
 Deadlines. The oldest run must be answered within ``op_timeout`` of its admission, else
 the keys in flight get TIMEOUT (kind TIMED_OUT) and the connection is dropped. A batch's
@@ -61,15 +62,13 @@ from typing import Final
 
 from respkv._contract import Op
 from respkv._failure import ErrorKind, Failure
-from respkv._limits import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES
+from respkv._limits import LARGE_VALUE_BYTES
 from respkv._options import ConnectionOptions
 from respkv._pyengine.batch import Batch, Run, Tile
 from respkv._pyengine.connection import Connection, Dropped, Poller, TlsContext
 from respkv._pyengine.notifier import Notifier
 from respkv._pyengine.replies import Broken, key_replies, value_replies
-from respkv.resp2 import pack_key_command as _pack_key_command
-from respkv.resp2 import pack_set_header as _pack_set_header
-from respkv.resp2 import pack_set_tail as _pack_set_tail
+from respkv._pyengine.requests import key_requests, value_requests
 
 __all__ = ["Worker"]
 
@@ -80,10 +79,6 @@ log = logging.getLogger("respkv.engine")
 _HEAP_SLACK: Final = 64
 _READ: Final = selectors.EVENT_READ
 _WRITE: Final = selectors.EVENT_WRITE
-_CRLF: Final = b"\r\n"
-_OP_COMMANDS: Final = {Op.GET: b"GET", Op.EXISTS: b"EXISTS", Op.DELETE: b"UNLINK"}
-#: ``*2\r\n$<n>\r\n<NAME>\r\n``: what every one-key command of an op starts with.
-_OP_HEADS: Final = {op: b"*2\r\n$%d\r\n%b\r\n" % (len(n), n) for op, n in _OP_COMMANDS.items()}
 
 
 class Worker(threading.Thread):
@@ -172,33 +167,41 @@ class Worker(threading.Thread):
             if self._deadlines and self._deadlines[0][0] <= now:
                 self._expire(now)
             if self._stopping:
-                # close(): everything ends now, kind CLOSED (the keys in flight too: a
-                # stalled server must not hold close() for op_timeout). The inbox is
-                # taken once more: tiles enqueued before stop() are still in it, and
-                # none can follow (enqueue refuses once stopping is set, under _lock).
-                self._take_inbox()
-                if self._inflight:
-                    self._drop(self._closed_failure, backoff=False)
-                self._fail_pending(self._closed_failure)
+                self._shut_down()
                 return
-            if not self._pending and not self._inflight:
-                self._idle()
-                continue
-            conn = self._conn
-            if conn is None:
-                if now < self._connect_after:
-                    self._select(0, self._connect_after)
-                else:
-                    self._open(now)
-            elif not conn.ready:
-                self._opening(conn, now)
+            if self._pending or self._inflight:
+                self._work(now)
             else:
-                try:
-                    if self._pending:
-                        self._admit(now)
-                    self._pump(conn)
-                except Dropped as exc:
-                    self._drop(exc.failure)
+                self._idle()
+
+    def _work(self, now: float) -> None:
+        """One step with keys to serve: wait out the backoff, open the connection, or
+        admit requests and do one round of I/O."""
+        conn = self._conn
+        if conn is None:
+            if now < self._connect_after:
+                self._select(0, self._connect_after)
+            else:
+                self._open(now)
+        elif not conn.ready:
+            self._opening(conn, now)
+        else:
+            try:
+                if self._pending:
+                    self._admit(now)
+                self._pump(conn)
+            except Dropped as exc:
+                self._drop(exc.failure)
+
+    def _shut_down(self) -> None:
+        """close(): everything ends now, kind CLOSED (the keys in flight too: a stalled
+        server must not hold close() for op_timeout). The inbox is taken once more:
+        tiles enqueued before stop() are still in it, and none can follow (enqueue
+        refuses once stopping is set, under _lock)."""
+        self._take_inbox()
+        if self._inflight:
+            self._drop(self._closed_failure, backoff=False)
+        self._fail_pending(self._closed_failure)
 
     def _select(self, events: int, until: float | None) -> int:
         """Wait for ``events`` on the connection, the wake fd, ``until`` or the nearest
@@ -325,11 +328,7 @@ class Worker(threading.Thread):
                 if room <= 0 and self._inflight_keys:
                     break
                 end = min(tile.stop, start + max(room, 1))
-                head = _OP_HEADS[batch.op]
-                # pack_key_command inlined: this line runs once per EXISTS/UNLINK key.
-                data = b"".join(
-                    [b"%b$%d\r\n%b\r\n" % (head, len(k), k) for k in batch.keys[start:end]]
-                )
+                data = key_requests(batch, start, end)
                 small.append(data)
                 queued += len(data)
             else:
@@ -354,11 +353,6 @@ class Worker(threading.Thread):
         opt = self._opt
         views = batch.views
         assert views is not None
-        keys = batch.keys
-        out = self._out
-        is_set = batch.op is Op.SET
-        px = batch.ttl_ms is not None
-        tail = _pack_set_tail(batch.ttl_ms) if px else _CRLF  # CRLF [+ PX <ms>]
         start = end = tile.sent
         while end < tile.stop:
             nbytes = views[end].nbytes
@@ -372,24 +366,10 @@ class Worker(threading.Thread):
                 break
             self._inflight_bytes += nbytes
             self._inflight_large += large
-            if not is_set:
-                data = _pack_key_command(b"GET", keys[end])
-                small.append(data)
-                queued += len(data)
-            elif nbytes < INLINE_VALUE_BYTES:
-                data = _pack_set_header(keys[end], nbytes, px) + views[end].tobytes() + tail
-                small.append(data)
-                queued += len(data)
-            else:
-                if small:
-                    out.append(b"".join(small))
-                    small = []
-                header = _pack_set_header(keys[end], nbytes, px)
-                out.append(header)
-                out.append(views[end])
-                out.append(tail)
-                queued += len(header) + nbytes + len(tail)
             end += 1
+        if end > start:
+            added, small = value_requests(batch, start, end, self._out, small)
+            queued += added
         return end, queued, small
 
     # -- I/O -----------------------------------------------------------------------
