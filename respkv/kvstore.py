@@ -30,6 +30,13 @@ Redis as a KV-cache tier (LMCache's L2 adapter):
   never exceeds the capacity by more than one batch), or only when
   :meth:`KVStore.evict` is called (``"manual"``).
 
+Lifetime. :meth:`KVStore.close` stops the background thread and closes the client if
+the store owns it. The thread holds the store only weakly (a strong reference for the
+length of one wake-up), so a store dropped without ``close()`` is garbage collected; a
+``weakref.finalize`` then stops the thread, closes an owned client and warns
+(``ResourceWarning``), as an unclosed socket does. A store that holds nothing of its own
+(no thread, a borrowed client) goes silently.
+
 The store applies its ``key_prefix`` in front of the client's own ``prefix`` (if the
 client has one): keys on the server are ``client.prefix + key_prefix + key``.
 
@@ -45,6 +52,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -199,7 +208,18 @@ class KVStore:
         if recover_usage:
             self.recover_usage()
         if self._evicts and evict_in == "background":
-            self._thread = threading.Thread(target=self._run, name="respkv-evictor", daemon=True)
+            self._thread = threading.Thread(
+                target=_background,
+                args=(weakref.ref(self), self._stop, self._wake, eviction_interval),
+                name="respkv-evictor",
+                daemon=True,
+            )
+        owned = client if owns_client else None
+        self._finalizer = weakref.finalize(
+            self, _release_unclosed, self._stop, self._wake, self._thread, owned,
+            f"KVStore({client.options.address})",
+        )  # fmt: skip
+        if self._thread is not None:
             self._thread.start()
 
     @classmethod
@@ -420,9 +440,10 @@ class KVStore:
         if self._closed:
             return
         self._closed = True
+        self._finalizer.detach()
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(CLOSE_JOIN_TIMEOUT)
         self._notify_room()
         if self._owns_client:
@@ -516,22 +537,19 @@ class KVStore:
         self._notify_room()
         return report
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                if self._tracker.unsettled:
-                    self.reconcile()
-                while self._need() and not self._stop.is_set():
-                    if self._cycle().freed_bytes == 0:
-                        break
-            except ConnectionClosedError:
-                break
-            except Exception:
-                log.exception("respkv KVStore: eviction cycle failed; retrying later")
+    def _background_round(self) -> bool:
+        """One wake-up of the background thread; ``False`` when it should stop."""
+        try:
+            if self._tracker.unsettled:
+                self.reconcile()
+            while self._need() and not self._stop.is_set():
+                if self._cycle().freed_bytes == 0:
+                    break
+        except ConnectionClosedError:
+            return False
+        except Exception:
+            log.exception("respkv KVStore: eviction cycle failed; retrying later")
+        return True
 
     def _sizes(self, keys: list[bytes]) -> list[int]:
         """STRLEN of each key in one round trip (EVAL), or one by one if scripts are
@@ -547,6 +565,49 @@ class KVStore:
                 except ReplyError:
                     sizes.append(-1)
             return sizes
+
+
+def _background(
+    ref: weakref.ref[KVStore], stop: threading.Event, wake: threading.Event, interval: float
+) -> None:
+    """The background eviction thread. It holds the store only for one round at a time,
+    so a store nobody else refers to is collected (and its finalizer stops this loop)."""
+    while not stop.is_set():
+        wake.wait(interval)
+        wake.clear()
+        if stop.is_set():
+            return
+        store = ref()
+        if store is None:
+            return
+        try:
+            if not store._background_round():
+                return
+        finally:
+            del store  # if this was the last reference, the finalizer runs here
+
+
+def _release_unclosed(
+    stop: threading.Event,
+    wake: threading.Event,
+    thread: threading.Thread | None,
+    client: Client | None,
+    label: str,
+) -> None:
+    """The finalizer of a store collected without ``close()``: stop its thread, close the
+    client it owns, and warn when it held either (see the module notes)."""
+    stop.set()
+    wake.set()
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(CLOSE_JOIN_TIMEOUT)
+    if client is not None:
+        client.close()
+    if thread is not None or client is not None:
+        warnings.warn(
+            f"unclosed {label}: call close() or use it as a context manager",
+            ResourceWarning,
+            stacklevel=2,
+        )
 
 
 def _glob_escape(prefix: bytes) -> bytes:
