@@ -37,10 +37,17 @@ import dataclasses
 import importlib
 import importlib.util
 import os
+import re
+import select
 import shutil
-from collections.abc import Callable, Iterator
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Final
 
 import pytest
 
@@ -53,9 +60,14 @@ __all__ = [
     "ACL_PASSWORD",
     "ACL_USER",
     "AUTH_PASSWORD",
+    "BUILTIN_CONNECTORS",
+    "CAPABILITIES",
     "CertificateSet",
     "ConnectorFactory",
+    "ConnectorSpecError",
+    "load_factory",
     "make_certificates",
+    "require_native",
     "wait_for",
 ]
 
@@ -122,61 +134,260 @@ def make_server() -> Iterator[Callable[..., LocalServer]]:
         server.stop()
 
 
-def _native_factory() -> ConnectorFactory:
-    from respkv._native import NativeConnector
+# -- the connectors under test -------------------------------------------------------------
+#
+# ``connector_factory`` is parametrized over the connectors chosen for the run: the
+# ``--connector`` options if any (each a spec, below), else the built-in ``py``, ``native``
+# and ``cluster`` kinds plus ``custom`` when RESPKV_CONFORMANCE_CONNECTOR names one. A
+# spec is a built-in name, ``package.module:factory`` or ``path/to/file.py:factory``;
+# ``factory(options: ConnectionOptions) -> Connector``.
 
-    return NativeConnector
+#: The built-in connector kinds and the factory each runs.
+BUILTIN_CONNECTORS: Final = {
+    "py": "respkv._pyengine:PyConnector",
+    "native": "respkv._native:NativeConnector",
+    # The cluster router over the suite's servers (respkv._clustertesting.cluster_factory).
+    "cluster": "respkv._clustertesting:cluster_factory",
+}
+#: The environment variable that adds a ``custom`` connector to the default kinds.
+CONNECTOR_ENV: Final = "RESPKV_CONFORMANCE_CONNECTOR"
+#: The ``-k`` word that selects the custom connector(s).
+CUSTOM: Final = "custom"
+
+#: Behaviours of the contract a connector may be unable to show, by name: a factory
+#: lists those it cannot in ``factory.conformance_limits`` (``{name: why}``), and the
+#: cases marked ``@pytest.mark.connector_needs(name)`` are skipped for it with that reason.
+CAPABILITIES: Final = {
+    "reply_types": "tell the RESP type of a reply (a +simple string from a $bulk string)",
+    "select_db": "open its connections on options.db (SELECT) with options.client_name",
+    "errno": "report the OS errno of a failed system call (Failure.errno)",
+    "unix_socket": "connect over a unix socket (options.unix_path)",
+}
 
 
-def _py_factory() -> ConnectorFactory:
-    from respkv._pyengine import PyConnector
-
-    return PyConnector
+class ConnectorSpecError(ValueError):
+    """A connector spec that does not name a factory (the message says what is wrong)."""
 
 
-def _custom_factory() -> ConnectorFactory:
-    spec = os.environ["RESPKV_CONFORMANCE_CONNECTOR"]
-    module_name, _, attr = spec.partition(":")
-    factory: ConnectorFactory = getattr(importlib.import_module(module_name), attr)
+def _spec_parts(spec: str) -> tuple[str, str]:
+    where, sep, attr = spec.rpartition(":")
+    if not sep or not where or not attr or not all(p.isidentifier() for p in attr.split(".")):
+        raise ConnectorSpecError(
+            f"connector spec {spec!r} must be 'package.module:factory' or "
+            "'path/to/file.py:factory' (factory(options) -> Connector), or one of "
+            + ", ".join(BUILTIN_CONNECTORS)
+        )
+    return where, attr
+
+
+def _load_module(spec: str, where: str) -> ModuleType:
+    if where.endswith(".py") or os.sep in where:
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise ConnectorSpecError(f"connector spec {spec!r}: no such file {str(path)!r}")
+        name = "_respkv_connector_" + re.sub(r"\W", "_", path.stem)
+        if name in sys.modules:
+            return sys.modules[name]
+        file_spec = importlib.util.spec_from_file_location(name, path)
+        assert file_spec is not None and file_spec.loader is not None
+        module = importlib.util.module_from_spec(file_spec)
+        sys.modules[name] = module  # dataclasses and pickling look the module up here
+        try:
+            file_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+    try:
+        return importlib.import_module(where)
+    except ImportError as exc:
+        raise ConnectorSpecError(
+            f"connector spec {spec!r}: cannot import module {where!r}: {exc}"
+        ) from exc
+
+
+def load_factory(spec: str) -> ConnectorFactory:
+    """The connector factory ``spec`` names: a built-in kind (:data:`BUILTIN_CONNECTORS`),
+    ``package.module:factory`` or ``path/to/file.py:factory`` (the attribute may be
+    dotted: ``module:Class.create``). Raises :class:`ConnectorSpecError` saying what is
+    wrong: no ``:``, an empty part, a module that does not import, a missing attribute,
+    something that is not callable, or ``conformance_limits`` naming an unknown
+    capability."""
+    spec = BUILTIN_CONNECTORS.get(spec, spec)
+    where, attr = _spec_parts(spec)
+    target: Any = _load_module(spec, where)
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConnectorSpecError(
+                f"connector spec {spec!r}: {where!r} has no attribute {attr!r}"
+            ) from None
+    if not callable(target):
+        raise ConnectorSpecError(
+            f"connector spec {spec!r}: {attr} is a {type(target).__name__}, not a factory "
+            "(a callable taking ConnectionOptions and returning a Connector)"
+        )
+    unknown = sorted(set(conformance_limits(target)) - set(CAPABILITIES))
+    if unknown:
+        raise ConnectorSpecError(
+            f"connector spec {spec!r}: conformance_limits names unknown capabilities "
+            f"{unknown}; known: {', '.join(CAPABILITIES)}"
+        )
+    factory: ConnectorFactory = target
     return factory
 
 
-def _connector_params() -> list[Any]:
-    params = [pytest.param("py", id="py"), pytest.param("native", id="native")]
-    # The cluster router over the suite's servers (respkv._clustertesting.cluster_factory).
-    params.append(pytest.param("cluster", id="cluster"))
-    if os.environ.get("RESPKV_CONFORMANCE_CONNECTOR"):
-        params.append(pytest.param("custom", id="custom"))
-    return params
+def conformance_limits(factory: object) -> Mapping[str, str]:
+    """What ``factory`` declares it cannot show: ``{capability: why}`` (empty if none)."""
+    limits = getattr(factory, "conformance_limits", None) or {}
+    if not isinstance(limits, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in limits.items()
+    ):
+        raise ConnectorSpecError(
+            f"{factory!r}: conformance_limits must map capability names to reasons (str)"
+        )
+    return limits
 
 
-@pytest.fixture(params=_connector_params())
-def connector_factory(request: pytest.FixtureRequest) -> ConnectorFactory:
-    kind = request.param
-    if kind == "py":
-        return _py_factory()
-    if kind == "custom":
-        return _custom_factory()
-    if kind == "cluster":
-        from respkv._clustertesting import cluster_factory
+def require_native() -> ModuleType:
+    """The native module, loaded and checked; else the calling test is skipped with the
+    import error as reason, or fails when ``RESPKV_REQUIRE_NATIVE=1`` (set by CI)."""
+    from respkv._backend import load_native
 
-        return cluster_factory
     try:
-        from respkv._backend import load_native
-
-        load_native()
-        return _native_factory()
+        return load_native()
     except ImportError as exc:
         if os.environ.get("RESPKV_REQUIRE_NATIVE") == "1":
             pytest.fail(f"native backend required (RESPKV_REQUIRE_NATIVE=1) but: {exc}")
         pytest.skip(f"native backend not built: {exc}")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("respkv", "respkv conformance")
+    group.addoption(
+        "--connector",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a connector to test (repeatable): package.module:factory, path/to/file.py:factory, "
+        f"or one of {', '.join(BUILTIN_CONNECTORS)}. Default: py, native, cluster (and "
+        f"custom from ${CONNECTOR_ENV}).",
+    )
+
+
+def _chosen_connectors(config: pytest.Config) -> dict[str, str]:
+    """``{id: spec}`` for this run, in order. Custom specs get the id ``custom`` (one) or
+    ``custom1``, ``custom2``, ... (several)."""
+    specs: list[str] = list(config.getoption("connector", None) or [])
+    if not specs:
+        specs = list(BUILTIN_CONNECTORS)
+        if os.environ.get(CONNECTOR_ENV):
+            specs.append(os.environ[CONNECTOR_ENV])
+    customs = [s for s in specs if s not in BUILTIN_CONNECTORS]
+    chosen: dict[str, str] = {}
+    for spec in specs:
+        if spec in BUILTIN_CONNECTORS:
+            chosen[spec] = spec
+        else:
+            n = customs.index(spec) + 1
+            chosen[CUSTOM if len(customs) == 1 else f"{CUSTOM}{n}"] = spec
+    return chosen
+
+
+_CHOSEN = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "connector_needs(*capabilities): the case needs these capabilities of the connector "
+        "(respkv.testing.CAPABILITIES); skipped, with the reason, for a connector whose "
+        "factory lists one in conformance_limits",
+    )
+    chosen = _chosen_connectors(config)
+    for spec in chosen.values():
+        if spec not in BUILTIN_CONNECTORS:
+            try:
+                load_factory(spec)  # a bad spec is a usage error now, not 100 test errors
+            except ConnectorSpecError as exc:
+                raise pytest.UsageError(str(exc)) from exc
+    config.stash[_CHOSEN] = chosen
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    defs = metafunc.definition._fixtureinfo.name2fixturedefs.get("connector_factory")
+    if not defs or defs[-1].func is not connector_factory.__wrapped__:  # type: ignore[attr-defined]
+        return  # a test module's own connector_factory: not ours to parametrize
+    chosen = metafunc.config.stash[_CHOSEN]
+    ids = list(chosen)
+    metafunc.parametrize("connector_factory", ids, ids=ids, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``-k custom`` with no custom connector configured would deselect everything and
+    say only "N deselected": refuse it with the way out instead."""
+    keyword = config.getoption("keyword", "") or ""
+    if not re.search(rf"\b{CUSTOM}\w*\b", keyword):
+        return
+    if any(i.startswith(CUSTOM) for i in config.stash[_CHOSEN]):
+        return
+    if any("connector_factory" in getattr(i, "fixturenames", ()) for i in items):
+        raise pytest.UsageError(
+            f"-k {keyword!r} selects the custom connector, but none is configured: pass "
+            f"--connector package.module:factory or set {CONNECTOR_ENV}=package.module:factory"
+        )
+
+
+def _skip_unmet_needs(request: pytest.FixtureRequest, kind: str, factory: object) -> None:
+    limits = conformance_limits(factory)
+    for mark in request.node.iter_markers("connector_needs"):
+        for name in mark.args:
+            if name not in CAPABILITIES:
+                pytest.fail(f"connector_needs({name!r}): unknown capability", pytrace=False)
+            if name in limits:
+                pytest.skip(f"{kind} connector cannot {CAPABILITIES[name]}: {limits[name]}")
+
+
 @pytest.fixture
-def backend_name(connector_factory: ConnectorFactory) -> str:
-    """``python`` or ``native`` for the connector under test (for the high-level client)."""
-    module = getattr(connector_factory, "__module__", "")
-    return "native" if "native" in module else "python"
+def connector_factory(request: pytest.FixtureRequest) -> ConnectorFactory:
+    """The factory of the connector under test (parametrized: see the module essay)."""
+    kind: str = request.param
+    spec = request.config.stash[_CHOSEN][kind]
+    if kind == "native":
+        require_native()
+    factory = load_factory(spec)
+    _skip_unmet_needs(request, kind, factory)
+    return factory
+
+
+@pytest.fixture
+def connector_spec(connector_factory: ConnectorFactory, request: pytest.FixtureRequest) -> str:
+    """The spec of the connector under test, for a subprocess: ``load_factory(spec)``."""
+    kind = request.node.callspec.params["connector_factory"]
+    spec = request.config.stash[_CHOSEN][kind]
+    return BUILTIN_CONNECTORS.get(spec, spec)
+
+
+#: The high-level client's backend for each built-in connector kind.
+_CLIENT_BACKENDS: Final = {"py": "python", "native": "native"}
+
+
+@pytest.fixture
+def backend_name(connector_factory: ConnectorFactory, request: pytest.FixtureRequest) -> str:
+    """``python`` or ``native``: the backend of the connector under test, for the tests
+    that open a high-level client with ``respkv.connect(..., backend=backend_name)``.
+    Any other connector is skipped here with the reason: such a client opens its
+    connector by backend name, so it would silently test a built-in engine instead."""
+    kind = request.node.callspec.params["connector_factory"]
+    backend = _CLIENT_BACKENDS.get(kind)
+    if backend is None:
+        pytest.skip(
+            f"{kind} connector: this test opens a high-level client by backend name "
+            "(respkv.connect(backend=...)), which cannot run a custom connector; the "
+            "connector itself is tested by the conformance suite"
+        )
+    return backend
 
 
 @pytest.fixture
@@ -199,7 +410,21 @@ def fault_proxy(redis_options: ConnectionOptions) -> Iterator[Any]:
         yield proxy
 
 
-_unclaimed: dict[int, dict[int, Any]] = {}
+# Completions drained by wait_for() for other batches than the one awaited, kept for their
+# own wait_for() call: per connector *object* (weakly, so a collected connector's leftovers
+# go with it, and a new connector that reuses its id() starts clean). A connector that
+# cannot be weakly referenced is pinned instead (kept alive, so its id is never reused).
+_unclaimed: weakref.WeakKeyDictionary[object, dict[int, Any]] = weakref.WeakKeyDictionary()
+_unclaimed_pinned: dict[int, tuple[object, dict[int, Any]]] = {}
+_unclaimed_lock = threading.Lock()
+
+
+def _unclaimed_of(connector: object) -> dict[int, Any]:
+    with _unclaimed_lock:
+        try:
+            return _unclaimed.setdefault(connector, {})
+        except TypeError:  # no weak reference (``__slots__``) or unhashable
+            return _unclaimed_pinned.setdefault(id(connector), (connector, {}))[1]
 
 
 def wait_for(connector: Connector, batch_id: int, timeout: float = 60.0) -> Any:
@@ -207,24 +432,25 @@ def wait_for(connector: Connector, batch_id: int, timeout: float = 60.0) -> Any:
 
     Waits on the event fd (no polling loop with sleeps) with ``poll``, which, unlike
     ``select``, takes descriptors above 1023; completions of other batches are kept for
-    their own ``wait_for`` call.
+    their own ``wait_for`` call on the same connector object.
     """
-    import select
-    import time
-
-    store = _unclaimed.setdefault(id(connector), {})
+    store = _unclaimed_of(connector)
     deadline = time.monotonic() + timeout
     poller = select.poll()
     poller.register(connector.event_fd(), select.POLLIN)
-    while batch_id not in store:
+    while True:
+        with _unclaimed_lock:
+            if batch_id in store:
+                return store.pop(batch_id)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"batch {batch_id} did not complete within {timeout} s")
         poller.poll(remaining * 1000.0)
-        for c in connector.drain_completions():
-            assert c.batch_id not in store, f"batch {c.batch_id} completed twice"
-            store[c.batch_id] = c
-    return store.pop(batch_id)
+        done = connector.drain_completions()
+        with _unclaimed_lock:
+            for c in done:
+                assert c.batch_id not in store, f"batch {c.batch_id} completed twice"
+                store[c.batch_id] = c
 
 
 # -- TLS -----------------------------------------------------------------------------------
