@@ -158,7 +158,9 @@ class Reader:
 
     # -- output --------------------------------------------------------------------
 
-    def gets(self) -> Any:
+    # Over ruff's complexity limits on purpose: the fast path below runs once per reply
+    # of every SET and GET, inline, so that a whole small reply costs no further call.
+    def gets(self) -> Any:  # noqa: C901, PLR0912
         """The next whole reply, or :data:`NEED_DATA`."""
         if self._mode != _PARSE:
             if self._mode == _BROKEN:
@@ -220,30 +222,14 @@ class Reader:
         error ends the list (so :attr:`last_type` describes the last value), and so does
         a reply that was already partly parsed: call again until the list is empty.
         """
-        if (
-            self._mode != _PARSE
-            or self._target is not None
-            or self._stack
-            or self._scan
-            or (self._bulk >= 0)
-        ):
+        if self._target is not None or not self._between_replies():
             # Under way, broken, or a target set: one reply the general way.
             value = self.gets()
             return [] if value is NEED_DATA else [value]
         buf = self._buf
-        pos = self._pos
+        out = self._booleans(limit)
+        pos = self._pos + 4 * len(out)
         end_all = len(buf)
-        # Fast path: a run of ':0' / ':1' replies (EXISTS, UNLINK), four bytes each,
-        # split in C and mapped with one dict lookup per reply. The window holds at most
-        # ``limit`` such replies; its last piece (empty or a partial line) is dropped.
-        lines = bytes(buf[pos : min(end_all, pos + 4 * limit)]).split(_CRLF)
-        lines.pop()
-        out: list[Any] = list(map(_BOOLEAN_INTEGERS.get, lines))
-        if None in out:
-            del out[out.index(None) :]
-        if out:
-            pos += 4 * len(out)
-            self.last_type = _COLON
         append = out.append
         try:
             while len(out) < limit and pos < end_all:
@@ -274,6 +260,25 @@ class Reader:
         return out
 
     # -- internals -----------------------------------------------------------------
+
+    def _booleans(self, limit: int) -> list[Any]:
+        """The fast path of :meth:`gets_many`: the run of ``:0`` / ``:1`` replies (EXISTS,
+        UNLINK) at ``_pos``, four bytes each, split in C and mapped with one dict lookup
+        per reply (not consumed: the caller advances past them). The window holds at most
+        ``limit`` such replies; its last piece (empty or a partial line) is dropped."""
+        pos = self._pos
+        lines = bytes(self._buf[pos : pos + 4 * limit]).split(_CRLF)
+        lines.pop()
+        out: list[Any] = list(map(_BOOLEAN_INTEGERS.get, lines))
+        if None in out:
+            del out[out.index(None) :]
+        if out:
+            self.last_type = _COLON
+        return out
+
+    def _between_replies(self) -> bool:
+        """Parsing, with no part of a reply consumed (bytes of the next may be buffered)."""
+        return self._mode == _PARSE and not self._stack and not self._scan and self._bulk < 0
 
     def _raise_broken(self) -> NoReturn:
         exc, self._deferred = self._deferred, None
@@ -330,7 +335,8 @@ class Reader:
         self._pos = pos
         return NEED_DATA
 
-    def _run(self) -> Any:
+    # Over ruff's complexity limits on purpose: see the docstring.
+    def _run(self) -> Any:  # noqa: C901, PLR0912, PLR0915
         """Parse elements from ``_pos`` until the outermost reply completes (its value)
         or the bytes run out (:data:`NEED_DATA`, with the state kept for next time).
 
