@@ -549,7 +549,7 @@ def bulk_table(b: BulkResult, names: Sequence[str]) -> Table:
     return Table([*header, "SET CPU-s/GB", "GET CPU-s/GB"], rows)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_server_flags(parser)
     parser.add_argument("--rounds", type=int, default=5, help="rounds per shape (default 5)")
@@ -559,10 +559,101 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--shapes", default="4x100,1x400", help="CHUNK_MIBxKEYS,... (default 4x100,1x400)"
     )
     parser.add_argument("--backends", default=None, help="respkv backends (default: all)")
-    args = parser.parse_args(argv)
-    shapes = [(float(c), int(k)) for c, k in (s.split("x") for s in args.shapes.split(","))]
-    backends = args.backends.split(",") if args.backends else respkv_backends()
+    return parser.parse_args(argv)
 
+
+def _contenders(options: ConnectionOptions, args: argparse.Namespace) -> list[BulkContender]:
+    """respkv on each backend asked for, then LMCache's adapter and redis-py if present."""
+    backends = args.backends.split(",") if args.backends else respkv_backends()
+    contenders: list[BulkContender] = [RespkvContender(options, b, args.workers) for b in backends]
+    lmcache = load_lmcache()
+    if lmcache is not None:
+        contenders.append(LMCacheContender(lmcache, options, args.workers))
+    if redis_py_available():
+        contenders.append(RedisPyContender(options))
+    return contenders
+
+
+def _measure(
+    contenders: Sequence[BulkContender], options: ConnectionOptions, args: argparse.Namespace
+) -> tuple[list[BulkResult], ExistsResult]:
+    """Every bulk shape, then EXISTS, with the iperf3 ceiling when iperf3 is there."""
+    shapes = [(float(c), int(k)) for c, k in (s.split("x") for s in args.shapes.split(","))]
+    iperf = Iperf3(args.iperf_seconds).start() if shutil.which("iperf3") else None
+    if iperf is None:
+        print("(iperf3 not on PATH: no loopback ceiling; apt-get install iperf3)")
+    try:
+        bulk = []
+        for chunk_mib, keys in shapes:
+            print(f"{chunk_mib:g} MiB x {keys} keys ...", file=sys.stderr)
+            bulk.append(
+                run_bulk(
+                    contenders, options, iperf, round(chunk_mib * MIB), keys, rounds=args.rounds
+                )
+            )
+        print("EXISTS ...", file=sys.stderr)
+        has_rb = shutil.which("redis-benchmark") is not None
+        ex = run_exists(contenders, options, args.rounds, has_rb, args.workers)
+    finally:
+        if iperf is not None:
+            iperf.stop()
+    return bulk, ex
+
+
+def _report(
+    bulk: Sequence[BulkResult], ex: ExistsResult, names: list[str], table: Sequence[Ratio]
+) -> None:
+    for b in bulk:
+        print(
+            f"\n{b.chunk_bytes / MIB:g} MiB x {b.num_keys} keys ({b.total / GIB:.2f} GiB per batch)"
+        )
+        print(bulk_table(b, names).render())
+    print(f"\nEXISTS over {EXISTS_KEYS} keys (ops/s)")
+    print(
+        Table(["contender", "ops/s"], [[name, f"{ex.rate(name):,.0f}"] for name in ex.ops]).render()
+    )
+    print("\nRatios (targets from the engine issues)")
+    print(Table(["ratio", "value", "target", ""], [r.row() for r in table]).render())
+
+
+def _json_doc(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    version: str,
+    *,
+    bulk: Sequence[BulkResult],
+    ex: ExistsResult,
+    table: Sequence[Ratio],
+) -> dict[str, Any]:
+    return {
+        "benchmark": "side_by_side",
+        "machine": info,
+        "server": version,
+        "workers": args.workers,
+        "rounds": args.rounds,
+        "bulk": [
+            {
+                "chunk_bytes": b.chunk_bytes,
+                "num_keys": b.num_keys,
+                "set_fresh_seconds": b.fresh_s,
+                "set_seconds": b.set_s,
+                "get_seconds": b.get_s,
+                "set_cpu_seconds": b.set_cpu,
+                "get_cpu_seconds": b.get_cpu,
+                "iperf3_bytes_per_s": b.iperf3,
+            }
+            for b in bulk
+        ],
+        "exists_ops_per_s": ex.ops,
+        "ratios": [
+            {"what": r.what, "value": r.value, "target": r.target, "verdict": r.verdict}
+            for r in table
+        ],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
     with server_from_args(args) as options:
         version = server_version(options)
         info = machine()
@@ -571,76 +662,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.workers} workers, {args.rounds} rounds, medians; GiB = 2^30 bytes, "
             "CPU-s/GB: client CPU seconds per 1e9 bytes"
         )
-        contenders: list[BulkContender] = [
-            RespkvContender(options, b, args.workers) for b in backends
-        ]
-        lmcache = load_lmcache()
-        if lmcache is not None:
-            contenders.append(LMCacheContender(lmcache, options, args.workers))
-        if redis_py_available():
-            contenders.append(RedisPyContender(options))
-        iperf = Iperf3(args.iperf_seconds).start() if shutil.which("iperf3") else None
-        if iperf is None:
-            print("(iperf3 not on PATH: no loopback ceiling; apt-get install iperf3)")
+        contenders = _contenders(options, args)
         try:
-            bulk = []
-            for chunk_mib, keys in shapes:
-                print(f"{chunk_mib:g} MiB x {keys} keys ...", file=sys.stderr)
-                bulk.append(
-                    run_bulk(
-                        contenders, options, iperf, round(chunk_mib * MIB), keys, rounds=args.rounds
-                    )
-                )
-            print("EXISTS ...", file=sys.stderr)
-            has_rb = shutil.which("redis-benchmark") is not None
-            ex = run_exists(contenders, options, args.rounds, has_rb, args.workers)
+            bulk, ex = _measure(contenders, options, args)
         finally:
-            if iperf is not None:
-                iperf.stop()
             for c in contenders:
                 c.close()
-
-    for b in bulk:
-        print(
-            f"\n{b.chunk_bytes / MIB:g} MiB x {b.num_keys} keys ({b.total / GIB:.2f} GiB per batch)"
-        )
-        print(bulk_table(b, [c.name for c in contenders]).render())
-    print(f"\nEXISTS over {EXISTS_KEYS} keys (ops/s)")
-    print(
-        Table(["contender", "ops/s"], [[name, f"{ex.rate(name):,.0f}"] for name in ex.ops]).render()
-    )
     table = ratios(bulk, ex, args.workers)
-    print("\nRatios (targets from the engine issues)")
-    print(Table(["ratio", "value", "target", ""], [r.row() for r in table]).render())
-
-    write_json(
-        args.json,
-        {
-            "benchmark": "side_by_side",
-            "machine": info,
-            "server": version,
-            "workers": args.workers,
-            "rounds": args.rounds,
-            "bulk": [
-                {
-                    "chunk_bytes": b.chunk_bytes,
-                    "num_keys": b.num_keys,
-                    "set_fresh_seconds": b.fresh_s,
-                    "set_seconds": b.set_s,
-                    "get_seconds": b.get_s,
-                    "set_cpu_seconds": b.set_cpu,
-                    "get_cpu_seconds": b.get_cpu,
-                    "iperf3_bytes_per_s": b.iperf3,
-                }
-                for b in bulk
-            ],
-            "exists_ops_per_s": ex.ops,
-            "ratios": [
-                {"what": r.what, "value": r.value, "target": r.target, "verdict": r.verdict}
-                for r in table
-            ],
-        },
-    )
+    _report(bulk, ex, [c.name for c in contenders], table)
+    write_json(args.json, _json_doc(args, info, version, bulk=bulk, ex=ex, table=table))
     return 0
 
 
