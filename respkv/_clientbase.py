@@ -10,6 +10,10 @@
   log record per failed batch (logger ``respkv.client``, level WARNING): the operation,
   the number of keys, the address and the summary of the first failure. Records carry
   no key and no secret (addresses are ``host:port``; options never print passwords).
+  The connection counters (connections made, reconnects, failed connects, drops) are
+  the engine's: :func:`engine_counters` reads a connector's optional ``engine_stats()``
+  (both engines and the cluster router have it; it is not part of the contract, so a
+  connector without it shows zeros). :mod:`respkv.metrics` exports the snapshot.
 * **The admin connection** (:class:`AdminLink`): one plain blocking connection, opened
   on first use, for ``PING``, administrative commands and the copying reads of values
   of unknown size (pipelined ``GET`` / ``STRLEN``). A connection that broke or timed out
@@ -35,7 +39,7 @@ from respkv._compat import BufferLike
 from respkv._contract import BatchResult, Completion, Connector, ErrorKind, KeyStatus, Op
 from respkv._options import ConnectionOptions
 from respkv._validate import MAX_KEY_BYTES, CheckedKeys, check_ttl
-from respkv.errors import ReplyError, ResultError
+from respkv.errors import ConnectionClosedError, ForkedError, ReplyError, ResultError
 
 __all__ = [
     "ENGINE_THREAD_PREFIX",
@@ -48,6 +52,7 @@ __all__ = [
     "add_prefix",
     "check_prefix",
     "deadline_kw",
+    "engine_counters",
     "finished",
     "open_admin",
     "raise_for",
@@ -133,6 +138,14 @@ class ClientStats:
     errors: Mapping[ErrorKind, int] = field(default_factory=dict)
     #: Completed batches per operation.
     batches_by_op: Mapping[Op, int] = field(default_factory=dict)
+    #: Connections the engine made (handshake done), over all its workers.
+    connections_opened: int = 0
+    #: Of those, the ones a worker made after its first (after a drop or a server close).
+    reconnects: int = 0
+    #: Connection attempts that failed (connect, TLS or handshake).
+    connect_failures: int = 0
+    #: Connections lost, timed out, or dropped to end a batch (not by ``close()``).
+    connections_dropped: int = 0
 
 
 class Counters:
@@ -180,10 +193,16 @@ class Counters:
             counts["missed_keys"] += len(values) - len(hits)
             counts["bytes_in"] += sum(map(len, hits))
 
-    def snapshot(self) -> ClientStats:
+    def snapshot(self, engine: Mapping[str, int] | None = None) -> ClientStats:
+        """The counters now, with the engine's connection counters (``engine``)."""
+        e = engine or {}
         with self._lock:
             n = self._n
             return ClientStats(
+                connections_opened=e.get("connections_opened", 0),
+                reconnects=e.get("reconnects", 0),
+                connect_failures=e.get("connect_failures", 0),
+                connections_dropped=e.get("connections_dropped", 0),
                 batches=n["batches"],
                 keys=n["keys"],
                 ok_keys=n["ok_keys"],
@@ -196,6 +215,19 @@ class Counters:
                 errors=dict(self._errors),
                 batches_by_op=dict(self._ops),
             )
+
+
+def engine_counters(conn: Connector) -> Mapping[str, int]:
+    """A connector's optional ``engine_stats()`` (connection counters); empty when it
+    has none, or cannot answer (closed, or used in a forked child)."""
+    read = getattr(conn, "engine_stats", None)
+    if read is None:
+        return {}
+    try:
+        stats: Mapping[str, int] = read()
+    except (ForkedError, ConnectionClosedError):
+        return {}
+    return stats
 
 
 def finished(

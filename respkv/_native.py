@@ -269,6 +269,13 @@ class NativeConnector:
                 failures[index] = Failure(ErrorKind.INTERNAL, address, detail=RECORD_LOST)
         return make_completion(batch_id, _OPS[op], statuses, failures)
 
+    def engine_stats(self) -> dict[str, int]:
+        """Connection counters of the engine's workers (optional, outside the contract;
+        the same keys as ``PyConnector.engine_stats``)."""
+        self._check_process()
+        counters: dict[str, int] = self._engine.counters()
+        return counters
+
     def close(self) -> None:
         """Idempotent: no new work; every key not finished ends CANCELLED (kind CLOSED,
         connections with keys in flight dropped); joins the workers. In a fork child it

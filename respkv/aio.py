@@ -52,6 +52,7 @@ from respkv._clientbase import (
     add_prefix,
     check_prefix,
     deadline_kw,
+    engine_counters,
     finished,
     open_admin,
     raise_for,
@@ -240,8 +241,8 @@ class AsyncClient:
         return await asyncio.to_thread(self._owned.admin.command, *args)
 
     def stats(self) -> ClientStats:
-        """Counters of this client since it was opened."""
-        return self._counters.snapshot()
+        """Counters of this client since it was opened (see :class:`ClientStats`)."""
+        return self._counters.snapshot(engine_counters(self._conn))
 
     @property
     def closed(self) -> bool:

@@ -49,6 +49,7 @@ from respkv._clientbase import (
     add_prefix,
     check_prefix,
     deadline_kw,
+    engine_counters,
     finished,
     open_admin,
     raise_for,
@@ -278,8 +279,9 @@ class Client:
         return self._owned.admin.command(*args)
 
     def stats(self) -> ClientStats:
-        """Counters of this client since it was opened (see :class:`ClientStats`)."""
-        return self._counters.snapshot()
+        """Counters of this client since it was opened (see :class:`ClientStats`);
+        :func:`respkv.metrics.prometheus_text` exports them."""
+        return self._counters.snapshot(engine_counters(self._conn))
 
     # -- lifecycle -----------------------------------------------------------------
 

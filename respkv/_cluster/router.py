@@ -44,7 +44,7 @@ import os
 import selectors
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
@@ -214,6 +214,19 @@ class ClusterConnector(RouterCore):
         while done:
             out.append(done.popleft())
         return out
+
+    def engine_stats(self) -> dict[str, int]:
+        """The connection counters of the current masters' connectors, summed (the
+        optional ``engine_stats`` of the engines; connectors without it count 0)."""
+        self._check_pid()
+        with self._lock:
+            conns = [node.conn for node in self._nodes.values()]
+        total: Counter[str] = Counter()
+        for conn in conns:
+            stats = getattr(conn, "engine_stats", None)
+            if stats is not None:
+                total.update(stats())
+        return dict(total)
 
     def close(self) -> None:
         if os.getpid() != self._pid:

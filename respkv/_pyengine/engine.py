@@ -163,6 +163,20 @@ class PyConnector:
             out.append(done.popleft())
         return out
 
+    def engine_stats(self) -> dict[str, int]:
+        """Connection counters of the workers, summed (optional, outside the contract;
+        the clients read it for ``stats()``): ``connections_opened``, ``reconnects``
+        (connections a worker made after its first), ``connect_failures``,
+        ``connections_dropped`` (lost, timed out, or dropped to end a batch)."""
+        self._check_process()
+        workers = self._workers
+        return {
+            "connections_opened": sum(w.opened for w in workers),
+            "reconnects": sum(max(w.opened - 1, 0) for w in workers),
+            "connect_failures": sum(w.connect_failures for w in workers),
+            "connections_dropped": sum(w.dropped for w in workers),
+        }
+
     def close(self) -> None:
         if os.getpid() != self._pid:
             self._finalizer.detach()

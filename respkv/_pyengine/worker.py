@@ -114,6 +114,12 @@ class Worker(threading.Thread):
         self._aborted = Failure(ErrorKind.ABORTED, address)
         self._timed_out = Failure(ErrorKind.TIMED_OUT, address, timeout=options.op_timeout)
         self._address = address
+        #: Connection events so far (written here, read by ``PyConnector.engine_stats``):
+        #: connections made, attempts that failed, connections lost or dropped (not by
+        #: ``stop``). Once per connection event, never per key.
+        self.opened = 0
+        self.connect_failures = 0
+        self.dropped = 0
 
     # -- called from other threads -------------------------------------------------
 
@@ -288,8 +294,11 @@ class Worker(threading.Thread):
         self._queued = 0
         if not conn.reader.idle:  # bytes after the handshake replies
             self._connect_failed(conn.desync("after the connection handshake"))
+            return
+        self.opened += 1
 
     def _connect_failed(self, failure: Failure) -> None:
+        self.connect_failures += 1
         self._close_conn()
         self._schedule_reconnect()
         self._fail_pending(failure)
@@ -455,6 +464,8 @@ class Worker(threading.Thread):
         tile's own in ``ending``; ``in_flight`` says whether its request was written."""
         conn = self._conn
         sent = conn.sent if conn is not None else 0
+        if conn is not None and failure is not self._closed_failure:
+            self.dropped += 1
         self._close_conn()
         if backoff:
             self._schedule_reconnect()

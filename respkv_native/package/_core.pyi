@@ -34,6 +34,9 @@ class Engine:
     ) -> int:
         """Queue a batch (``timeout``: its deadline in seconds; ``ttl_ms``: SET only, the
         keys' expiry, 0 for none); its id (from 1), or 0 when the engine is closed."""
+    def counters(self) -> dict[str, int]:
+        """Connection counters of the workers, summed: connections_opened, reconnects,
+        connect_failures, connections_dropped."""
     def cancel(self, batch_id: int) -> bool:
         """Start ending a running batch; False when it is unknown or complete."""
     def drain(self) -> list[tuple[int, int, bytes, list[FailureTuple] | None]]:

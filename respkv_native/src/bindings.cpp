@@ -313,6 +313,16 @@ PYBIND11_MODULE(_core, m) {
            py::arg("timeout") = py::none(), py::arg("ttl_ms") = 0)
       .def("cancel", &Engine::cancel, py::arg("batch_id"), py::call_guard<py::gil_scoped_release>())
       .def("drain", &drain)
+      .def("counters",
+           [](const Engine& e) {
+             const Engine::Counters c = e.counters();
+             py::dict d;
+             d["connections_opened"] = c.opened;
+             d["reconnects"] = c.reconnects;
+             d["connect_failures"] = c.connect_failures;
+             d["connections_dropped"] = c.dropped;
+             return d;
+           })
       .def("close", &Engine::close, py::call_guard<py::gil_scoped_release>());
 
   m.def(

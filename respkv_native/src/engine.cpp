@@ -35,6 +35,18 @@ Engine::~Engine() {
 
 bool Engine::forked() const { return ::getpid() != owner_pid_; }
 
+Engine::Counters Engine::counters() const {
+  Counters sum;
+  for (const auto& w : workers_) {
+    const Worker::Counters c = w->counters();
+    sum.opened += c.opened;
+    sum.reconnects += c.opened > 0 ? c.opened - 1 : 0;
+    sum.connect_failures += c.connect_failures;
+    sum.dropped += c.dropped;
+  }
+  return sum;
+}
+
 std::uint64_t Engine::submit(std::shared_ptr<Batch> batch, double timeout) {
   if (batch->size == 0) throw std::invalid_argument("empty batch: keys must contain at least one key");
   std::vector<std::uint64_t> weights;

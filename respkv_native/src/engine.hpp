@@ -92,6 +92,15 @@ class Engine {
   bool closing() const { return closing_.load(std::memory_order_acquire); }
   // Called by a worker when the last tile of `batch` is done. Never throws.
   void complete(std::shared_ptr<Batch> batch) noexcept;
+  // Its workers' connection counters, summed; `reconnects` counts the connections a
+  // worker made after its first.
+  struct Counters {
+    std::uint64_t opened = 0;
+    std::uint64_t reconnects = 0;
+    std::uint64_t connect_failures = 0;
+    std::uint64_t dropped = 0;
+  };
+  Counters counters() const;
   // The engine's one TLS context, made on first use; null (and *error) on failure.
   std::shared_ptr<TlsContext> tls_context(TlsError* error);
 

@@ -210,7 +210,10 @@ void Worker::idle_wait() {
   // An idle connection became readable: the server closed it, or sent something no
   // request asked for, which would desynchronise the next reply. Drop it quietly; the
   // next batch connects again. (A TLS session ticket reads as WouldBlock: kept.)
-  if (conn_->receive() != Io::WouldBlock) drop_connection();
+  if (conn_->receive() != Io::WouldBlock) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    drop_connection();
+  }
 }
 
 void Worker::wait_until(Clock::time_point t) {
@@ -252,6 +255,7 @@ void Worker::connect() {
         f.kind = ErrorKind::TlsFailed;
         f.err = e.err;
         f.detail = e.detail;
+        connect_failures_.fetch_add(1, std::memory_order_relaxed);
         schedule_backoff();
         fail_unsent(f);
         return;
@@ -274,6 +278,7 @@ void Worker::connect() {
     return;
   }
   if (r.interrupted) return;  // the next round ends what has to end, then connects again
+  connect_failures_.fetch_add(1, std::memory_order_relaxed);
   schedule_backoff();
   fail_unsent(r.failure);
 }
@@ -285,6 +290,7 @@ void Worker::schedule_backoff() {
 
 void Worker::set_connection(Connection&& c) {
   conn_.emplace(std::move(c));
+  opened_.fetch_add(1, std::memory_order_relaxed);
   conn_->reader().set_keep_items(false);  // every array is an unexpected reply here
   socket_fd_.store(conn_->fd(), std::memory_order_release);
 }
@@ -474,6 +480,7 @@ void Worker::on_reply(const InFlight& f, const Reply& r) {
 
 void Worker::lost(const Failure& why) {
   if (inflight_.empty()) {
+    if (conn_) dropped_.fetch_add(1, std::memory_order_relaxed);
     drop_connection();
     return;
   }
@@ -500,6 +507,7 @@ void Worker::drop_for_ending() {
 void Worker::fail_inflight(const Failure& why, bool ending) {
   std::vector<char> sent(inflight_.size());
   for (std::size_t k = 0; k < sent.size(); ++k) sent[k] = written(inflight_[k]) ? 1 : 0;
+  if (conn_ && why.kind != ErrorKind::Closed) dropped_.fetch_add(1, std::memory_order_relaxed);
   drop_connection();
   for (std::size_t k = 0; !inflight_.empty(); ++k) {
     const InFlight f = inflight_.front();

@@ -80,6 +80,19 @@ class Worker {
   // In a forked child: close this worker's descriptors, touch nothing else.
   void close_fds_in_child();
 
+  // What happened to this worker's connections so far; any thread may read it (the
+  // counts are relaxed atomics, bumped once per connection event, never per key).
+  struct Counters {
+    std::uint64_t opened = 0;            // connections made (handshake done)
+    std::uint64_t connect_failures = 0;  // attempts that failed (connect, TLS, handshake)
+    std::uint64_t dropped = 0;           // connections lost or dropped (not by close())
+  };
+  Counters counters() const {
+    return Counters{opened_.load(std::memory_order_relaxed),
+                    connect_failures_.load(std::memory_order_relaxed),
+                    dropped_.load(std::memory_order_relaxed)};
+  }
+
  private:
   struct TileWork {
     std::shared_ptr<Batch> batch;
@@ -147,6 +160,9 @@ class Worker {
   bool wake_pending_ = false;
   std::atomic<bool> check_ending_{false};
   std::atomic<int> socket_fd_{-1};  // conn_'s descriptor, for a forked child
+  std::atomic<std::uint64_t> opened_{0};  // Counters (written by the worker thread only)
+  std::atomic<std::uint64_t> connect_failures_{0};
+  std::atomic<std::uint64_t> dropped_{0};
   std::thread thread_;
 
   // Owned by the worker thread alone.
