@@ -254,6 +254,7 @@ class ClusterConnector(RouterCore):
                 self._finish_rest(parent, parent.ended_failure())
         self._selector.close()
         self._wake.close()
+        self._flag.set()  # wake a thread waiting on the event fd (the contract's close rule)
         self._flag.close()
 
     # -- information -----------------------------------------------------------------
