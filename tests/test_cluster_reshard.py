@@ -311,3 +311,33 @@ def test_ask_path_get_into_the_buffer_and_size_mismatch(cluster_backend: str) ->
             assert conn.stats["ask"] == 2
         finally:
             conn.close()
+
+
+@pytest.mark.parametrize("code", ["MOVED", "ASK"])
+def test_redirected_set_keeps_its_ttl(cluster_backend: str, code: str) -> None:
+    """A SET with ``ttl`` that is redirected is sent again with its ``PX`` (issue 11 §3):
+    MOVED through the node's connector, ASK through the router's own link."""
+    redirected: set[bytes] = set()
+
+    def on_key(args: list[bytes]) -> bytes | None:
+        if args[0] != b"SET":
+            return None
+        if args[1] not in redirected:
+            redirected.add(args[1])
+            return b"-%b 7 127.0.0.1:%d\r\n" % (code.encode(), node.port)
+        return b"+OK\r\n"  # the fake's own SET takes no options
+
+    node = _Node(on_key)
+    with node:
+        conn = open_cluster_connector(_fake_options(node), cluster_backend)
+        try:
+            big = b"v" * (300 * 1024)  # sent from the caller's buffer on both paths
+            c = wait_for(conn, conn.submit_batch_set([b"a", b"b"], [b"1", big], ttl=2.5))
+            assert c.statuses == (OK, OK)
+            sets = [cmd for cmd in node.commands if cmd[0] == b"SET"]
+            assert len(sets) == 4  # each key: the first try and its resend
+            assert all(cmd[3:] == [b"PX", b"2500"] for cmd in sets), [cmd[3:] for cmd in sets]
+            assert [bytes(cmd[2]) for cmd in sets if cmd[1] == b"b"] == [big, big]
+            assert conn.stats["moved" if code == "MOVED" else "ask"] == 2
+        finally:
+            conn.close()
