@@ -131,6 +131,7 @@ def test_many_small_exists_deep_pipeline(connector: Connector) -> None:
     assert c.statuses == (OK, MISS) * 1000
 
 
+@pytest.mark.connector_needs("select_db")
 def test_select_db_and_client_name(
     connector_factory: ConnectorFactory, redis_options: ConnectionOptions
 ) -> None:

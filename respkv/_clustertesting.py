@@ -94,13 +94,11 @@ def cluster_factory(options: ConnectionOptions) -> Connector:
     return conn
 
 
-#: Conformance tests that cannot hold for the router over a plain server, and why.
-NOT_FOR_THE_ROUTER: Final = {
-    "test_select_db_and_client_name": "Redis Cluster has database 0 only (SELECT is refused)",
-    "test_timeout_then_recovery": "counts the proxy's connections, and the router's "
-    "slot-map reads (again after a failure) are connections too",
-    "test_server_reset_then_next_batch_reconnects": "counts the proxy's connections, and the "
-    "router's slot-map reads (again after a failure) are connections too",
+#: What the router cannot do in the conformance suite, and why (respkv.testing skips the
+#: cases marked ``connector_needs`` with these reasons).
+cluster_factory.conformance_limits = {  # type: ignore[attr-defined]
+    "select_db": "Redis Cluster has database 0 only (SELECT is refused)",
+    "unix_socket": "a cluster is reached over TCP: its nodes announce host:port",
 }
 
 
@@ -108,7 +106,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The ``cluster`` kind runs the conformance suite (a ``conformance`` directory) only:
     elsewhere ``connector_factory`` / ``backend_name`` pick a backend for a high-level
     client, which the cluster kind would only repeat (``tests/test_cluster_*.py`` test
-    the clients on clusters). Conformance tests that do not apply are skipped, with why."""
+    the clients on clusters). Conformance tests that do not apply are skipped, with why
+    (``cluster_factory.conformance_limits``)."""
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
@@ -120,9 +119,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             dropped.append(item)
             continue
         keep.append(item)
-        reason = NOT_FOR_THE_ROUTER.get(getattr(item, "originalname", item.name))
-        if reason is not None:
-            item.add_marker(pytest.mark.skip(reason=f"cluster router: {reason}"))
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

@@ -159,8 +159,9 @@ CUSTOM: Final = "custom"
 #: cases marked ``@pytest.mark.connector_needs(name)`` are skipped for it with that reason.
 CAPABILITIES: Final = {
     "reply_types": "tell the RESP type of a reply (a +simple string from a $bulk string)",
-    "select_db": "open its connections on options.db (SELECT) with options.client_name",
-    "errno": "report the OS errno of a failed system call (Failure.errno)",
+    "strict_framing": "check a reply's framing (the CRLF after a bulk payload, a bound on "
+    "a line's length)",
+    "select_db": "open its connections on options.db (SELECT)",
     "unix_socket": "connect over a unix socket (options.unix_path)",
 }
 

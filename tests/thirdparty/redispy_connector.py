@@ -201,6 +201,8 @@ class RedisPyConnector:
     conformance_limits: ClassVar[dict[str, str]] = {
         "reply_types": "redis-py's parser returns a simple string (+OK) and a bulk string "
         "($2 OK) alike, as bytes, so a reply of the wrong type cannot be told apart",
+        "strict_framing": "redis-py's parser drops the two bytes after a bulk payload "
+        "without checking that they are CRLF, and buffers a line of any length",
     }
 
     def __init__(self, options: ConnectionOptions) -> None:
@@ -437,15 +439,7 @@ class RedisPyConnector:
         """Send keys ``b.answered..end-1`` and read their replies. A failed connection
         fails the keys in flight on it; the keys not sent yet are left for the next."""
         start = b.answered
-        requests = []
-        for i in range(start, end):
-            args: list[Any] = [COMMAND[b.op], b.keys[i]]
-            if b.op is Op.SET:
-                assert b.views is not None
-                args.append(b.views[i])
-                if b.ttl_ms is not None:
-                    args += [b"PX", b.ttl_ms]
-            requests.append(conn.pack_command(*args))
+        requests = [self._request(conn, b, i) for i in range(start, end)]
         out = _Outgoing(requests)
 
         def read_ready() -> None:
@@ -477,6 +471,17 @@ class RedisPyConnector:
             for k in range(b.answered, len(b.keys)):
                 b.failures[k] = self._ending(b, exc.kind, in_flight=k < in_flight)
             b.answered = len(b.keys)
+
+    def _request(self, conn: RedisConnection, b: _Batch, i: int) -> list[Any]:
+        """Key ``i``'s request, packed by redis-py (a large value stays a reference)."""
+        args: list[Any] = [COMMAND[b.op], b.keys[i]]
+        if b.op is Op.SET:
+            assert b.views is not None
+            args.append(b.views[i])
+            if b.ttl_ms is not None:
+                args += [b"PX", b.ttl_ms]
+        packed: list[Any] = conn.pack_command(*args)
+        return packed
 
     def _settle(self, b: _Batch, i: int, reply: object) -> None:
         """Key ``i``'s status (or failure) from its reply."""
