@@ -156,8 +156,9 @@ def native_asan(session: nox.Session) -> None:
 
 @nox.session(name="native-tsan")
 def native_tsan(session: nox.Session) -> None:
-    """ThreadSanitizer build: the stress test (16 submitting threads, 8 workers, 10,000
-    small batches, then a close race) and the native conformance cases."""
+    """ThreadSanitizer build: the native conformance cases, among them the stress and
+    race cases (conformance/test_concurrency.py: 16 submitting threads, 8 workers, 10,000
+    small batches, cancel racing completion; the close race of the fault matrix)."""
     _native_install(session, "build/nox-tsan", sanitize="thread")
     env = {
         "RESPKV_REQUIRE_NATIVE": "1",
@@ -167,8 +168,7 @@ def native_tsan(session: nox.Session) -> None:
         + str(Path("respkv_native/tests/tsan.supp").resolve()),
     }
     session.run(
-        "pytest", "-p", "no:xdist", "-k", "native", "tests/test_native_stress.py",
-        "conformance", *session.posargs, env=env,
+        "pytest", "-p", "no:xdist", "-k", "native", "conformance", *session.posargs, env=env,
     )  # fmt: skip
 
 
