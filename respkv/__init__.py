@@ -91,7 +91,18 @@ def connect(
 #: Submodules loaded on first attribute access, so that ``import respkv`` stays cheap and
 #: ``respkv.aio.connect`` or ``respkv.config.load`` work without importing them first.
 _LAZY_SUBMODULES: Final = frozenset(
-    {"aio", "chunksize", "client", "cluster", "compat", "config", "eviction", "kvstore", "resp2"}
+    {
+        "aio",
+        "chunksize",
+        "client",
+        "cluster",
+        "compat",
+        "config",
+        "eviction",
+        "kvstore",
+        "metrics",
+        "resp2",
+    }
 )
 
 
