@@ -47,7 +47,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import pytest
 
@@ -251,17 +251,25 @@ def conformance_limits(factory: object) -> Mapping[str, str]:
     return limits
 
 
-def require_native() -> ModuleType:
-    """The native module, loaded and checked; else the calling test is skipped with the
-    import error as reason, or fails when ``RESPKV_REQUIRE_NATIVE=1`` (set by CI)."""
+def require_native(*, tls: bool = False) -> ModuleType:
+    """The native module, loaded and checked (with TLS support when ``tls``); else the
+    calling test is skipped with the reason, or fails when ``RESPKV_REQUIRE_NATIVE=1``
+    (set by CI, whose build has everything)."""
     from respkv._backend import load_native
 
     try:
-        return load_native()
+        core = load_native()
     except ImportError as exc:
-        if os.environ.get("RESPKV_REQUIRE_NATIVE") == "1":
-            pytest.fail(f"native backend required (RESPKV_REQUIRE_NATIVE=1) but: {exc}")
-        pytest.skip(f"native backend not built: {exc}")
+        _skip_or_fail(f"native backend not built: {exc}")
+    if tls and not getattr(core, "SUPPORTS_TLS", False):
+        _skip_or_fail("this native build has no TLS (OpenSSL was not found at build time)")
+    return core
+
+
+def _skip_or_fail(reason: str) -> NoReturn:
+    if os.environ.get("RESPKV_REQUIRE_NATIVE") == "1":
+        pytest.fail(f"native backend required (RESPKV_REQUIRE_NATIVE=1): {reason}")
+    pytest.skip(reason)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -21,18 +21,11 @@ import pytest
 import respkv
 from respkv._backend import VALID_BACKENDS, BackendInfo, load_native, select_backend
 from respkv._contract import CONTRACT_VERSION
+from respkv.testing import require_native
 
 CORE: Final = "respkv_native._core"
 #: Where the respkv under test was imported from, so subprocesses run the same one.
 PACKAGE_ROOT: Final = str(Path(respkv.__file__).resolve().parents[1])
-
-
-def native_loads() -> bool:
-    try:
-        load_native()
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -67,11 +60,15 @@ def test_empty_env_means_auto(monkeypatch: pytest.MonkeyPatch, value: str) -> No
     assert select_backend().requested == "auto"
 
 
-def test_unset_env_means_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("version_offset", "expected"), [(0, "native"), (1, "python")])
+def test_unset_env_means_auto(
+    monkeypatch: pytest.MonkeyPatch, version_offset: int, expected: str
+) -> None:
+    """Unset means auto: a matching native module is taken, a stale one is not."""
     monkeypatch.delenv("RESPKV_BACKEND", raising=False)
+    stand_in_core(monkeypatch, CONTRACT_VERSION + version_offset)
     info = select_backend()
-    assert info.requested == "auto"
-    assert info.name == ("native" if native_loads() else "python")
+    assert (info.name, info.requested) == (expected, "auto")
 
 
 @pytest.mark.parametrize("bad", ["fast", "cpp", "pure", "c++"])
@@ -158,18 +155,30 @@ def test_python_m_respkv_prints_the_forced_backend() -> None:
     ]
 
 
-def test_python_m_respkv_prints_the_auto_choice() -> None:
+def test_python_m_respkv_prints_the_auto_choice_of_native() -> None:
+    """With the native module built (required in CI), ``auto`` picks it and says so."""
+    require_native()
     proc = run_respkv(["-m", "respkv"], "auto")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "backend: native",
+        "reason: native module loaded, contract version matches",
+    ]
+
+
+def test_python_m_respkv_prints_the_auto_fallback() -> None:
+    """In a process whose native module cannot be imported, ``auto`` falls back to the
+    pure engine and prints the import error as the reason."""
+    code = (
+        "import runpy, sys; sys.modules['respkv_native._core'] = None; "
+        "runpy.run_module('respkv', run_name='__main__', alter_sys=True)"
+    )
+    proc = run_respkv(["-c", code], "auto")
+    assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    if native_loads():
-        assert lines == [
-            "backend: native",
-            "reason: native module loaded, contract version matches",
-        ]
-    else:
-        assert lines[0] == "backend: python"
-        assert lines[1].startswith("reason: native backend unavailable:")
+    assert lines[0] == "backend: python"
+    assert lines[1].startswith("reason: native backend unavailable:"), lines
+    assert "respkv_native._core" in lines[1]
 
 
 def test_python_m_respkv_rejects_an_unknown_backend() -> None:

@@ -35,7 +35,7 @@ from respkv._faultproxy import FaultProxy
 from respkv._limits import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES, MAX_IOV
 from respkv._options import MAX_TIMEOUT
 from respkv.errors import ConfigError, ConnectionClosedError
-from respkv.testing import wait_for
+from respkv.testing import require_native, wait_for
 
 MIB = 1024 * 1024
 #: Any single wait in these tests (sanitizer builds are several times slower).
@@ -119,8 +119,7 @@ def test_engine_runs_with_pythons_tls_policy(core: ModuleType, verify: bool) -> 
     from respkv._native import engine_config
     from respkv._tls import make_ssl_context
 
-    if not core.SUPPORTS_TLS:
-        pytest.skip("this native build has no TLS (OpenSSL was not found at build time)")
+    require_native(tls=True)  # skips a build without TLS (fails under RESPKV_REQUIRE_NATIVE=1)
     tls = TLSOptions(verify=verify)
     engine = core.Engine(engine_config(ConnectionOptions(port=1, tls=tls)))
     try:
@@ -327,8 +326,7 @@ def test_tls_many_small_replies_and_large_values(
 ) -> None:
     """Over TLS, replies decrypted in one read wait inside the session where poll()
     cannot see them: a deep EXISTS pipeline and multi-MiB values must still complete."""
-    if not core.SUPPORTS_TLS:
-        pytest.skip("this native build has no TLS (OpenSSL was not found at build time)")
+    require_native(tls=True)  # skips a build without TLS (fails under RESPKV_REQUIRE_NATIVE=1)
     conn = _native(tls_options.replace(num_workers=1))
     try:
         keys = [f"tls-p:{i}" for i in range(3000)]
@@ -350,8 +348,7 @@ def test_tls_context_is_made_once_per_engine(
 ) -> None:
     """The CA file is read when the engine first connects, not on every reconnect: with
     the file gone, a connection killed by the server is made again."""
-    if not core.SUPPORTS_TLS:
-        pytest.skip("this native build has no TLS (OpenSSL was not found at build time)")
+    require_native(tls=True)  # skips a build without TLS (fails under RESPKV_REQUIRE_NATIVE=1)
     assert tls_options.tls is not None and tls_options.tls.ca_file is not None
     ca = tmp_path / "ca.pem"
     ca.write_bytes(Path(tls_options.tls.ca_file).read_bytes())
@@ -407,8 +404,7 @@ def test_tls_against_a_plaintext_answer_quotes_it(
     module keeps the bytes it read to itself, so the pure engine reports OpenSSL's
     reason alone (same kind). The silent case (Redis) is tested on both backends in
     tests/test_tls.py."""
-    if not core.SUPPORTS_TLS:
-        pytest.skip("this native build has no TLS (OpenSSL was not found at build time)")
+    require_native(tls=True)  # skips a build without TLS (fails under RESPKV_REQUIRE_NATIVE=1)
     host, port = plaintext_answerer
     opts = ConnectionOptions(
         host=host, port=port, num_workers=1, connect_timeout=0.5, client_name="",

@@ -16,6 +16,7 @@ import pytest
 from respkv.cli import main
 from respkv.cli._measure import OpStats
 from respkv.cli._target import SERVER_ENV
+from respkv.testing import require_native
 
 #: 8 chunks of 256 KiB, 2 workers, 2 timed runs: enough for a median of two samples.
 ARGV = ["--num-keys", "8", "--chunk-mb", "0.25", "--num-workers", "2", "--repeat", "2"]
@@ -32,7 +33,7 @@ def test_bench_json_has_client_cpu_per_gb(
     capsys: pytest.CaptureFixture[str], redis_url: str, backend: str
 ) -> None:
     if backend == "native":
-        pytest.importorskip("respkv_native._core", reason="the native backend is not built")
+        require_native()  # skips without the build (fails under RESPKV_REQUIRE_NATIVE=1)
     argv = ["bench", "--url", redis_url, *ARGV, "--warmup", "0", "--backend", backend, "--json"]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -12,7 +12,10 @@ does not match).
 from __future__ import annotations
 
 import errno
+import re
 import ssl
+import sys
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,14 @@ import pytest
 import respkv
 from respkv import ConnectionOptions, ErrorKind, Failure, KeyStatus, TLSOptions
 from respkv._admin import AdminConnection
+from respkv._contract import CONTRACT_VERSION
 from respkv._server import LocalServer
+from respkv._tls import NO_TLS_MESSAGE
 from respkv.client import Client
-from respkv.testing import CertificateSet, make_certificates
+from respkv.testing import CertificateSet, make_certificates, require_native
 
 MIB = 1024 * 1024
+CORE = "respkv_native._core"
 #: Short deadlines for connections expected to fail (they fail at the handshake).
 FAIL_FAST = {"connect_timeout": 5.0, "op_timeout": 5.0}
 
@@ -42,7 +48,7 @@ def open_client(backend_name: str) -> Iterator[Callable[..., Client]]:
             client = respkv.connect(source, backend=backend_name, **overrides)
         except respkv.ConfigError as exc:
             if backend_name == "native" and "TLS" in str(exc):
-                pytest.skip(f"native backend does not support TLS: {exc}")
+                require_native(tls=True)  # skips (fails under RESPKV_REQUIRE_NATIVE=1)
             raise
         clients.append(client)
         return client
@@ -206,24 +212,33 @@ def test_both_certificate_generators_work(
         make_certificates(tmp_path, tool="gnutls")
 
 
-def test_auto_backend_falls_back_for_tls(
-    tls_server: LocalServer, tls_certs: CertificateSet
+@pytest.mark.parametrize("build", ["tls-build", "no-tls-build", "no-native"])
+def test_auto_backend_over_tls(
+    build: str, monkeypatch: pytest.MonkeyPatch, tls_server: LocalServer, tls_certs: CertificateSet
 ) -> None:
-    """``auto`` never picks a backend that cannot do TLS; it says why it chose."""
-    from respkv._backend import load_native, select_backend
+    """``auto`` takes the native backend for ``resps://`` only from a build with TLS, and
+    says why it fell back otherwise; the client works either way. A build without TLS
+    and a missing build are stand-ins (``sys.modules``), as in test_backend.py."""
+    from respkv._backend import select_backend
 
-    try:
-        core = load_native()
-    except ImportError:
-        native_tls = False
+    if build == "tls-build":
+        require_native(tls=True)
+    elif build == "no-tls-build":
+        core = types.ModuleType(CORE)
+        core.CONTRACT_VERSION = CONTRACT_VERSION  # type: ignore[attr-defined]
+        core.SUPPORTS_TLS = False  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, CORE, core)
+        assert select_backend("auto").name == "native", "no TLS asked: native is fine"
+        with pytest.raises(respkv.ConfigError, match=re.escape(NO_TLS_MESSAGE)):
+            select_backend("native", tls=True)
     else:
-        native_tls = bool(getattr(core, "SUPPORTS_TLS", False))
+        monkeypatch.setitem(sys.modules, CORE, None)
+    expected = "native" if build == "tls-build" else "python"
     info = select_backend("auto", tls=True)
-    if native_tls:
-        assert info.name == "native"
-    else:
-        assert info.name == "python"
+    assert (info.name, info.requested) == (expected, "auto"), info
+    if build == "no-tls-build":
+        assert "TLS" in info.reason, info.reason
     with respkv.connect(_url(tls_server, tls_certs.ca_file)) as client:
-        assert client.backend.name == info.name
+        assert client.backend.name == expected
         client.set("auto-tls", b"v")
         assert client.get("auto-tls") == b"v"
