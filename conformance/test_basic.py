@@ -121,7 +121,8 @@ def test_large_values_pipelined(connector: Connector) -> None:
     assert wait_for(connector, connector.submit_batch_set(keys, vals)).ok
     out = [np.empty(size, dtype=np.uint8) for _ in range(n)]
     assert wait_for(connector, connector.submit_batch_get(keys, out)).ok
-    assert all(np.array_equal(a, b) for a, b in zip(vals, out))
+    for i, (a, b) in enumerate(zip(vals, out)):
+        assert np.array_equal(a, b), f"key {keys[i]}: read back differs from what was stored"
 
 
 def test_many_small_exists_deep_pipeline(connector: Connector) -> None:

@@ -82,7 +82,9 @@ def test_oom_under_maxmemory_noeviction(
         assert KeyStatus.OK in c.statuses
         failed = [i for i, s in enumerate(c.statuses) if s is KeyStatus.SERVER_ERROR]
         assert failed, "expected OOM replies once memory is full"
-        assert all(_failure(c.failures[i], ErrorKind.SERVER_ERROR).code == "OOM" for i in failed)
+        for i in failed:
+            f = _failure(c.failures[i], ErrorKind.SERVER_ERROR)
+            assert f.code == "OOM", f"key {keys[i]}: {f}"
         assert not c.ok
         # Keys the server acknowledged really are there, and the stream still works.
         ok_keys = [k for k, s in zip(keys, c.statuses) if s is KeyStatus.OK]
@@ -102,7 +104,8 @@ def test_noauth_per_key(connector_factory: ConnectorFactory, auth_server: LocalS
         c = wait_for(conn, conn.submit_batch_set(["na1", "na2", "na3"], [b"a", b"b", b"c"]))
         assert c.statuses == (KeyStatus.SERVER_ERROR,) * 3
         # The first command refused may be the handshake's CLIENT SETNAME or the key's own.
-        assert all(f is not None and f.code == "NOAUTH" for f in c.failures), c.failures
+        for i, f in enumerate(c.failures):
+            assert f is not None and f.code == "NOAUTH", f"key {i}: {f}"
         e = wait_for(conn, conn.submit_batch_exists(["na1"]))
         assert e.statuses == (KeyStatus.SERVER_ERROR,)
     finally:

@@ -60,7 +60,8 @@ def test_set_without_ttl_clears_the_expiry(connector: Connector, admin: AdminCon
     keys = ["ttl:clear:small", "ttl:clear:large"]
     vals = _values((10, LARGE_VALUE_BYTES))
     assert wait_for(connector, connector.submit_batch_set(keys, vals, ttl=TTL)).ok
-    assert all(n > 0 for n in _pttls(admin, keys))
+    for key, pttl in zip(keys, _pttls(admin, keys)):
+        assert pttl > 0, f"{key}: PTTL {pttl} after a SET with ttl={TTL}"
     assert wait_for(connector, connector.submit_batch_set(keys, vals)).ok
     assert _pttls(admin, keys) == [-1, -1]  # -1: the key exists and has no expiry
 
@@ -88,7 +89,8 @@ def test_ttl_on_a_batch_spread_over_every_worker(
     vals = [b"x" * (i % 50) for i in range(n)]
     c = wait_for(connector, connector.submit_batch_set(keys, vals, ttl=TTL))
     assert c.statuses == (KeyStatus.OK,) * n
-    assert all(0 < p <= TTL * 1000 for p in _pttls(admin, keys))
+    for key, pttl in zip(keys, _pttls(admin, keys)):
+        assert 0 < pttl <= TTL * 1000, f"{key}: PTTL {pttl} after a SET with ttl={TTL}"
 
 
 BAD_TTLS: list[tuple[Any, type[Exception]]] = [

@@ -63,7 +63,8 @@ def test_cut_mid_value_fails_only_inflight_keys(
         assert np.array_equal(out[0], vals[0]) and np.array_equal(out[3], vals[3])
         again = [np.zeros(size, dtype=np.uint8) for _ in range(4)]
         assert wait_for(conn, conn.submit_batch_get(keys, again)).ok
-        assert all(np.array_equal(a, b) for a, b in zip(again, vals))
+        for i, (a, b) in enumerate(zip(again, vals)):
+            assert np.array_equal(a, b), f"key {keys[i]}: read back differs after the reconnect"
     finally:
         conn.close()
 
