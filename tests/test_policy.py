@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import ast
+import errno
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import respkv
-from respkv import ConnectionOptions, _limits, resp2
+from respkv import ConnectionOptions, ErrorKind, Failure, _limits, resp2
 from respkv._admin import (
     REQUIRED_HANDSHAKE,
     AdminConnection,
@@ -81,3 +83,26 @@ def test_tls_policy_and_message() -> None:
     assert not loose.verify_peer and not loose.check_hostname
     assert NO_TLS_MESSAGE.startswith(NO_TLS_REASON)
     assert "RESPKV_BACKEND=python" in NO_TLS_MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"detail": "certificate verify failed: x"}, "failed: certificate verify failed: x"),
+        (
+            {"reply": "-ERR unknown command", "detail": "wrong version number"},
+            'did not answer with TLS (it sent "-ERR unknown command"): wrong version number',
+        ),
+        ({"errno": errno.ETIMEDOUT}, "TLS handshake within connect_timeout (is the port"),
+        ({}, "failed: the server closed the connection during the TLS handshake"),
+        ({"errno": errno.ECONNRESET}, "(ECONNRESET): the server closed the connection"),
+    ],
+    ids=["reason", "plaintext-answer", "timeout", "closed", "reset"],
+)
+def test_tls_failures_are_worded_once(fields: dict[str, Any], says: str) -> None:
+    """Both engines report TLS failures as data; respkv._failure says what they mean."""
+    message = Failure(ErrorKind.TLS_FAILED, "h:1", **fields).message
+    assert message.startswith("TLS with h:1 failed: ")
+    assert says in message, message
+    if not fields or fields.get("errno") == errno.ECONNRESET:
+        assert "client certificate" in message
