@@ -24,18 +24,16 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
 from respkv._admin import handshake_commands, handshake_required, open_socket
 from respkv._failure import ErrorKind, Failure
+from respkv._limits import RECV_CHUNK  # bytes asked of recv at a time, as the engines
 from respkv._options import ConnectionOptions
 from respkv.errors import ProtocolError, ReplyError
 from respkv.resp2 import NEED_DATA, Reader, pack_command
 
 __all__ = ["LinkError", "NodeLink"]
-
-#: Bytes asked of ``recv`` at a time outside a zero-copy payload.
-RECV_CHUNK: Final = 256 * 1024
 
 
 class LinkError(Exception):
