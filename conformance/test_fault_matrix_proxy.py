@@ -27,6 +27,7 @@ import pytest
 from respkv import ConnectionOptions, Connector, ErrorKind, KeyStatus, _faultcheck
 from respkv._admin import AdminConnection
 from respkv._faultcheck import (
+    MATRIX_OPTIONS,
     MISS,
     OK,
     Outcome,
@@ -102,13 +103,9 @@ def proxied(
     opened: list[Connector] = []
 
     def open_(**kw: Any) -> tuple[Connector, ConnectionOptions]:
-        base: dict[str, Any] = {
-            "num_workers": 1,
-            "op_timeout": 2.0,
-            "connect_timeout": 2.0,
-            "reconnect_backoff_max": 0.2,
-        }
-        opts = server_options.replace(host=fault_proxy.host, port=fault_proxy.port, **(base | kw))
+        opts = server_options.replace(
+            host=fault_proxy.host, port=fault_proxy.port, **(MATRIX_OPTIONS | kw)
+        )
         conn = connector_factory(opts)
         opened.append(conn)
         return conn, opts

@@ -1,10 +1,10 @@
-"""Fault matrix, part 2: the server misbehaves, really (signals, limits, ACLs) or as a
-scripted fake for replies no real server sends.
+"""Fault matrix, part 2: the real server misbehaves (signals, limits, ACLs, replicas).
 
-Dedicated servers come from ``make_server`` (never the shared session server: a case
-that stops or kills a server owns it). The same four checks as every matrix case (see
-:mod:`respkv._faultcheck`): no wrong hit, each key's status and failure kind, bounded
-time, recovery by the same connector.
+Dedicated servers come from ``make_server`` or are started directly on a fixed port
+(never the shared session server: a case that stops or kills a server owns it). The same
+four checks as every matrix case (see :mod:`respkv._faultcheck`): no wrong hit, each
+key's status and failure kind, bounded time, recovery by the same connector. Replies no
+real server sends are in ``test_fault_matrix_fake.py``.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import pytest
-
-from respkv import Client, ConnectionOptions, Connector, ErrorKind, KeyStatus
+from respkv import Client, ConnectionOptions, Connector, ErrorKind, KeyStatus, _faultcheck
 from respkv._admin import AdminConnection
-from respkv._fakeserver import FakeServer, bulk
 from respkv._faultcheck import (
     MISS,
     OK,
+    Open,
     Outcome,
     check_hits,
     expect,
@@ -35,6 +33,7 @@ from respkv._faultcheck import (
     keyed_value,
     poisoned,
     recover,
+    server_error,
 )
 from respkv._server import LocalServer, find_server_binary, free_port
 from respkv.testing import ConnectorFactory
@@ -46,29 +45,9 @@ LOAD_DELAY_US: Final = 2500
 LOAD_KEYS: Final = 400
 
 MakeServer = Callable[..., LocalServer]
-Open = Callable[..., tuple[Connector, ConnectionOptions]]
 
-
-@pytest.fixture
-def opener(connector_factory: ConnectorFactory) -> Iterator[Open]:
-    """Open a connector on (host, port) with short timeouts; closed at the end."""
-    opened: list[Connector] = []
-
-    def open_(host: str, port: int, **kw: Any) -> tuple[Connector, ConnectionOptions]:
-        base: dict[str, Any] = {
-            "num_workers": 1,
-            "op_timeout": 2.0,
-            "connect_timeout": 2.0,
-            "reconnect_backoff_max": 0.2,
-        }
-        opts = ConnectionOptions(host=host, port=port, **(base | kw))
-        conn = connector_factory(opts)
-        opened.append(conn)
-        return conn, opts
-
-    yield open_
-    for conn in opened:
-        conn.close()
+#: Fixtures shared by the matrix modules (see respkv._faultcheck).
+opener = _faultcheck.opener
 
 
 def _store(conn: Connector, keys: list[str], size: int) -> list[bytes]:
@@ -76,10 +55,6 @@ def _store(conn: Connector, keys: list[str], size: int) -> list[bytes]:
     c = finish(conn, conn.submit_batch_set(keys, values), PROMPT)
     assert c.statuses == (KeyStatus.OK,) * len(keys), c.failures
     return values
-
-
-def _server_error(code: str) -> Outcome:
-    return Outcome(KeyStatus.SERVER_ERROR, ErrorKind.SERVER_ERROR, code=code)
 
 
 def _poll(what: str, cond: Callable[[], bool], within: float = PROMPT) -> None:
@@ -291,7 +266,7 @@ def test_oom_noeviction(opener: Open, make_server: MakeServer) -> None:
     c = finish(conn, conn.submit_batch_set(keys, [keyed_value(k, size) for k in keys]), PROMPT)
     stored = c.statuses.count(KeyStatus.OK)
     assert 0 < stored < len(keys), c.statuses
-    expect(c, [OK] * stored + [_server_error("OOM")] * (len(keys) - stored), opts.address)
+    expect(c, [OK] * stored + [server_error("OOM")] * (len(keys) - stored), opts.address)
     out = [poisoned(size) for _ in keys]
     g = finish(conn, conn.submit_batch_get(keys, out), PROMPT)
     expect(g, [OK] * stored + [MISS] * (len(keys) - stored), opts.address)
@@ -317,7 +292,7 @@ def test_loading_real_server(opener: Open, make_server: MakeServer, tmp_path: Pa
         _poll("LOADING", lambda: _ping(port).startswith(b"-LOADING"))
         conn, opts = opener("127.0.0.1", port, client_name="")
         c = finish(conn, conn.submit_batch_set(["m:loading"], [b"v"]), PROMPT)
-        expect(c, [_server_error("LOADING")], opts.address)
+        expect(c, [server_error("LOADING")], opts.address)
         _ready(port)
         recover(conn, "loading")
 
@@ -336,7 +311,7 @@ def test_readonly_replica(opener: Open, make_server: MakeServer) -> None:
     conn, opts = opener(server.host, server.port)
     keys = ["m:ro:0", "m:ro:1"]
     c = finish(conn, conn.submit_batch_set(keys, [b"a", b"b"]), PROMPT)
-    expect(c, [_server_error("READONLY")] * 2, opts.address)
+    expect(c, [server_error("READONLY")] * 2, opts.address)
     out = [poisoned(1), poisoned(1)]
     expect(finish(conn, conn.submit_batch_get(keys, out), PROMPT), [MISS, MISS], opts.address)
     with AdminConnection(opts) as admin:
@@ -354,10 +329,10 @@ def test_noauth_after_requirepass_while_connected(opener: Open, make_server: Mak
         admin.command("CONFIG", "SET", "requirepass", "m-new-pw")
         admin.command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         c = finish(conn, conn.submit_batch_set(["m:noauth", "m:noauth2"], [b"a", b"b"]), PROMPT)
-        expect(c, [_server_error("NOAUTH")] * 2, opts.address)
+        expect(c, [server_error("NOAUTH")] * 2, opts.address)
         out = [poisoned(100)]
         g = finish(conn, conn.submit_batch_get(["m:noauth"], out), PROMPT)
-        expect(g, [_server_error("NOAUTH")], opts.address)
+        expect(g, [server_error("NOAUTH")], opts.address)
         assert out[0] == poisoned(100)
         admin.command("AUTH", "m-new-pw")
         admin.command("CONFIG", "SET", "requirepass", "")
@@ -395,7 +370,7 @@ def test_wrongtype(opener: Open, make_server: MakeServer) -> None:
     _store(conn, ["m:plain"], 5)
     out = [poisoned(5) for _ in keys]
     c = finish(conn, conn.submit_batch_get(keys, out), PROMPT)
-    expect(c, [_server_error("WRONGTYPE"), OK, _server_error("WRONGTYPE")], opts.address)
+    expect(c, [server_error("WRONGTYPE"), OK, server_error("WRONGTYPE")], opts.address)
     assert check_hits(c, keys, out) == 1
     assert out[0] == poisoned(5) and out[2] == poisoned(5)
     e = finish(conn, conn.submit_batch_exists(keys), PROMPT)
@@ -448,120 +423,3 @@ def test_server_idle_timeout(opener: Open, make_server: MakeServer) -> None:
     c = finish(conn, conn.submit_batch_get(["m:idle"], out), PROMPT)
     expect(c, [OK], opts.address)
     assert check_hits(c, ["m:idle"], out) == 1
-
-
-# -- replies no real server sends (a scripted fake) ------------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeServer]:
-    with FakeServer() as server:
-        yield server
-
-
-def test_loading_fake_server(opener: Open, fake: FakeServer) -> None:
-    loading = True
-    fake.script = lambda cmd: (
-        b"-LOADING Redis is loading the dataset in memory\r\n"
-        if loading and cmd[0] in (b"SET", b"GET", b"EXISTS", b"UNLINK")
-        else None
-    )
-    conn, opts = opener(fake.host, fake.port)
-    expect(
-        finish(conn, conn.submit_batch_set(["a", "b"], [b"1", b"2"]), PROMPT),
-        [_server_error("LOADING")] * 2,
-        opts.address,
-    )
-    out = [poisoned(1)]
-    g = finish(conn, conn.submit_batch_get(["a"], out), PROMPT)
-    expect(g, [_server_error("LOADING")], opts.address)
-    assert out[0] == poisoned(1)
-    loading = False
-    recover(conn, "fake-loading")
-    assert fake.data_connections == 1, "error replies never desynchronise the connection"
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [b":99999999999999999999", b":9223372036854775808", b":-9223372036854775809", b":12x"],
-    ids=["20-digits", "int64-overflow", "int64-underflow", "not-a-number"],
-)
-@pytest.mark.parametrize("op", ["exists", "delete"])
-def test_fake_bad_integer(opener: Open, fake: FakeServer, reply: bytes, op: str) -> None:
-    """Issue 9, defect 11: the EXISTS/UNLINK path applies the integer limits."""
-    armed = True
-
-    def script(cmd: list[bytes]) -> bytes | None:
-        return reply + b"\r\n" if armed and cmd[0] in (b"EXISTS", b"UNLINK") else None
-
-    fake.script = script
-    conn, opts = opener(fake.host, fake.port)
-    submit = conn.submit_batch_exists if op == "exists" else conn.submit_batch_delete
-    c = finish(conn, submit(["k"]), PROMPT)
-    expect(c, [Outcome(KeyStatus.PROTOCOL_ERROR, ErrorKind.PROTOCOL_ERROR, in_flight=True)])
-    armed = False
-    recover(conn, f"fake-int-{op}")
-    assert fake.data_connections == 2, "a protocol error drops the connection"
-    del opts
-
-
-def test_fake_endless_integer_line(opener: Open, fake: FakeServer) -> None:
-    """10 MB of ``:111...`` and no CRLF: a protocol error at the line limit, not 10 MB
-    buffered (issue 9, defect 11)."""
-    armed = True
-    fake.script = lambda cmd: b":" + b"1" * (10 << 20) if armed and cmd[0] == b"EXISTS" else None
-    conn, opts = opener(fake.host, fake.port, op_timeout=5.0)
-    c = finish(conn, conn.submit_batch_exists(["k"]), PROMPT)
-    expect(c, [Outcome(KeyStatus.PROTOCOL_ERROR, ErrorKind.PROTOCOL_ERROR, in_flight=True)])
-    armed = False
-    recover(conn, "fake-endless")
-    del opts
-
-
-def test_fake_unexpected_reply_types(opener: Open, fake: FakeServer) -> None:
-    """Well-formed replies of the wrong type: UNEXPECTED_REPLY, described by the type byte
-    and first line; the stream stays in sync."""
-    scripted = {b"GET": b"+QUEUED\r\n", b"SET": b":5\r\n", b"EXISTS": b"$3\r\nabc\r\n"}
-    armed = True
-    fake.script = lambda cmd: scripted.get(cmd[0]) if armed else None
-    conn, opts = opener(fake.host, fake.port)
-
-    def unexpected(reply: str) -> Outcome:
-        return Outcome(KeyStatus.SERVER_ERROR, ErrorKind.UNEXPECTED_REPLY)
-
-    out = [poisoned(7)]
-    g = finish(conn, conn.submit_batch_get(["k"], out), PROMPT)
-    expect(g, [unexpected("+QUEUED")], opts.address)
-    s = finish(conn, conn.submit_batch_set(["k"], [b"v"]), PROMPT)
-    expect(s, [unexpected(":5")], opts.address)
-    e = finish(conn, conn.submit_batch_exists(["k"]), PROMPT)
-    expect(e, [unexpected("$3")], opts.address)
-    replies = [c.failures[0].reply for c in (g, s, e) if c.failures[0] is not None]
-    assert replies == ["+QUEUED", ":5", "$3"]
-    assert out[0] == poisoned(7)
-    armed = False
-    recover(conn, "fake-types")
-
-
-def test_fake_extra_reply_in_the_same_send(opener: Open, fake: FakeServer) -> None:
-    """The server itself glues an unsolicited bulk to a GET's reply (one ``sendall``)."""
-    intruder = keyed_value("m:intruder", 1000)
-    fake.store.update({b"a": keyed_value("a", 1000), b"b": keyed_value("b", 1000)})
-    armed = True
-
-    def script(cmd: list[bytes]) -> bytes | None:
-        nonlocal armed
-        if armed and cmd[0] == b"GET" and cmd[1] == b"a":
-            armed = False
-            return bulk(fake.store[b"a"]) + bulk(intruder)
-        return None
-
-    fake.script = script
-    conn, opts = opener(fake.host, fake.port)
-    first = [poisoned(1000)]
-    expect(finish(conn, conn.submit_batch_get(["a"], first), PROMPT), [OK], opts.address)
-    assert bytes(first[0]) == keyed_value("a", 1000)
-    second = [poisoned(1000)]
-    expect(finish(conn, conn.submit_batch_get(["b"], second), PROMPT), [OK], opts.address)
-    assert bytes(second[0]) == keyed_value("b", 1000), "WRONG DATA: the extra reply was used"
-    assert fake.data_connections == 2, "bytes with nothing in flight drop the connection"

@@ -30,18 +30,21 @@ import functools
 import hashlib
 import selectors
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import pytest
 
 from respkv._contract import STATUS_OF_KIND, Completion, Connector, ErrorKind, KeyStatus
+from respkv._options import ConnectionOptions
 from respkv._server import LocalServer
 
 __all__ = [
+    "MATRIX_OPTIONS",
     "MISS",
     "OK",
+    "Open",
     "POISON",
     "Outcome",
     "check_hits",
@@ -49,6 +52,8 @@ __all__ = [
     "finish",
     "keyed_value",
     "matrix_server",
+    "opener",
+    "server_error",
     "poisoned",
     "recover",
 ]
@@ -160,6 +165,11 @@ OK: Final = Outcome(KeyStatus.OK)
 MISS: Final = Outcome(KeyStatus.MISS)
 
 
+def server_error(code: str) -> Outcome:
+    """A server's error reply whose first word is ``code`` (``OOM``, ``READONLY``...)."""
+    return Outcome(KeyStatus.SERVER_ERROR, ErrorKind.SERVER_ERROR, code=code)
+
+
 def expect(c: Completion, outcomes: Iterable[Outcome], address: str | None = None) -> None:
     """Each key's status and failure as predicted, in order; ``ok`` consistent."""
     predicted = list(outcomes)
@@ -188,3 +198,32 @@ def matrix_server() -> Iterator[LocalServer]:
     """A server for one test module's cases (the default binary, persistence off)."""
     with LocalServer() as server:
         yield server
+
+
+#: ``opener(host, port, **options)``: a connector on that server, closed after the test.
+Open = Callable[..., tuple[Connector, ConnectionOptions]]
+
+#: The defaults of a matrix connector: one worker (exact phases), short timeouts and
+#: reconnect backoff (a case lasts seconds, not op_timeout's 30 s default).
+MATRIX_OPTIONS: Final[dict[str, Any]] = {
+    "num_workers": 1,
+    "op_timeout": 2.0,
+    "connect_timeout": 2.0,
+    "reconnect_backoff_max": 0.2,
+}
+
+
+@pytest.fixture
+def opener(connector_factory: Callable[[ConnectionOptions], Connector]) -> Iterator[Open]:
+    """Open connectors of the backend under test on any server; closed at the end."""
+    opened: list[Connector] = []
+
+    def open_(host: str, port: int, **kw: Any) -> tuple[Connector, ConnectionOptions]:
+        opts = ConnectionOptions(host=host, port=port, **(MATRIX_OPTIONS | kw))
+        conn = connector_factory(opts)
+        opened.append(conn)
+        return conn, opts
+
+    yield open_
+    for conn in opened:
+        conn.close()
