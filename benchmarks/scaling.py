@@ -12,9 +12,11 @@ Contenders are named on the command line (``--contenders``), each
 
 * ``native`` / ``python``: respkv's backends; ``@unix`` connects through the server's
   unix socket instead of loopback TCP; ``:window_values=1`` and the like replace
-  :class:`~respkv._options.ConnectionOptions` fields (experiments);
+  :class:`~respkv._options.ConnectionOptions` fields (experiments); a contender's own
+  ``num_workers`` wins over the cell's, so worker counts can alternate within one cell;
 * ``lmcache``: LMCache's own native client (``lmcache.lmcache_redis`` from the released
-  wheel, the contender class of :mod:`benchmarks.side_by_side`). When ``lmcache`` does
+  wheel, the contender class of :mod:`benchmarks.side_by_side`; ``lmcache:num_workers=8``
+  fixes its worker count). When ``lmcache`` does
   not import, ``--lmcache-site DIR`` (or ``RESPKV_LMCACHE_SITE``) names a site-packages
   directory that has it, e.g. the ``nox -s lmcache`` virtualenv's; it is appended to
   ``sys.path``, so respkv itself still comes from this interpreter.
@@ -106,8 +108,8 @@ def parse_spec(text: str) -> Spec:
         raise SystemExit(f"contender {text!r}: name must be one of {', '.join(DEFAULT_CONTENDERS)}")
     if transport not in ("", "unix"):
         raise SystemExit(f"contender {text!r}: only @unix is known")
-    if kind == "lmcache" and (transport or fields):
-        raise SystemExit(f"contender {text!r}: LMCache's client takes TCP and no options")
+    if kind == "lmcache" and (transport or fields.partition("=")[0] not in ("", "num_workers")):
+        raise SystemExit(f"contender {text!r}: LMCache's client takes TCP and num_workers only")
     changes: dict[str, int | float] = {}
     for item in filter(None, fields.split(",")):
         key, _, value = item.partition("=")
@@ -135,8 +137,13 @@ def load_lmcache(site: str | None) -> Any:
 def make_contender(
     spec: Spec, tcp: ConnectionOptions, unix_path: str | None, workers: int, lmcache: Any
 ) -> BulkContender:
+    # A contender's own num_workers wins over the cell's: worker counts can then be
+    # compared alternating in one cell, not only across cells measured one after another.
+    workers = int(spec.changes.get("num_workers", workers))
     if spec.kind == "lmcache":
-        return LMCacheContender(lmcache, tcp, workers)
+        contender: BulkContender = LMCacheContender(lmcache, tcp, workers)
+        contender.name = spec.label
+        return contender
     options = tcp.replace(unix_path=unix_path) if spec.unix else tcp
     if spec.changes:
         options = options.replace(**spec.changes)
@@ -311,13 +318,14 @@ def fmt_rate(cell: Cell, name: str, op: str) -> str:
 def report(cells: Sequence[Cell], names: Sequence[str], probe: bool) -> list[dict[str, Any]]:
     """Print one table per chunk size and operation; return the ratio records."""
     ratios: list[dict[str, Any]] = []
-    lm = LMCacheContender.name
+    # The baseline of the ratios: the first LMCache contender named.
+    lm = next((n for n in names if n.startswith(LMCacheContender.name)), "")
     for chunk in sorted({c.chunk_bytes for c in cells}):
         row_cells = sorted((c for c in cells if c.chunk_bytes == chunk), key=lambda c: c.workers)
         first = row_cells[0]
         print(
             f"\n{chunk / MIB:g} MiB x {first.num_keys} keys ({first.total / GB:.2f} GB per "
-            "batch): GB/s, median ±half the spread over rounds; x = / LMCache native"
+            f"batch): GB/s, median ±half the spread over rounds; x = / {lm or 'no LMCache'}"
         )
         for op in OPS:
             headers = [OP_LABEL[op], *(f"{c.workers} w" for c in row_cells)]

@@ -4,14 +4,26 @@
 :class:`ConnectionOptions`; the engines only ever read this frozen record. Secrets live
 in fields that never reach ``repr`` (see :meth:`ConnectionOptions.__repr__`).
 
-Default numbers and where they come from:
+Default numbers and where they come from (measured: ``benchmarks/scaling.py``, the
+figures in docs/performance.md, "Workers and windows"):
 
-* ``num_workers=8``: LMCache's default; each worker owns one connection.
-* ``window_values=2`` / ``window_bytes=8 MiB``: large SET/GET requests in flight per
-  connection. Redis copies every queued reply into its output buffer before writing,
-  so deep pipelining of multi-MiB GETs only adds memory traffic (measured:
-  benchmarks/bench_windows.py). Two values keep the socket busy while the next
-  request is on its way.
+* ``num_workers``: :func:`default_num_workers` of this machine's cores: as many as
+  there are cores, at least :data:`MIN_DEFAULT_WORKERS` and at most
+  :data:`MAX_DEFAULT_WORKERS` (LMCache's default). Each worker owns one connection and
+  keeps at most one large value in flight on it, so the workers set how many bytes the
+  server holds in flight at once; on 2 cores a single-threaded server served 4 MiB
+  GETs 20-40 % slower with 8 connections than with 1-4 (its reply buffers stop fitting
+  in cache and fault pages in), while 0.5-1 MiB chunks were as fast at 4 as at 8. A
+  ``num_workers`` given explicitly (argument, URL, JSON, environment) always wins.
+* ``window_values=1`` / ``window_bytes=8 MiB``: large SET/GET requests in flight per
+  connection. One, as LMCache's connector does: with a second large SET queued behind
+  the first, Redis's greedy read after a large argument pulls the next value into the
+  query buffer, which it then copies (``memmove``, 8 % -> 19 % of its time at 1 MiB x 8
+  connections) instead of adopting the buffer as the value, and faults 4-15x more pages
+  per GB; a second GET queued doubles the replies Redis copies into its output
+  buffers. With one in flight the server does exactly the work it does for LMCache
+  (same faults, same CPU per GB). On a link with a long round trip and few workers,
+  ``window_values=2`` hides the round trip instead.
 * ``window_small=256``: EXISTS/DELETE requests in flight per connection; replies are
   four bytes, so deep pipelining amortises the round trips.
 * ``connect_timeout=5 s``, ``op_timeout=30 s``: an operation's deadline runs from the
@@ -21,12 +33,20 @@ Default numbers and where they come from:
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Final
 
 from respkv.errors import ConfigError
 
-__all__ = ["MAX_TIMEOUT", "ConnectionOptions", "TLSOptions"]
+__all__ = [
+    "MAX_DEFAULT_WORKERS",
+    "MAX_TIMEOUT",
+    "MIN_DEFAULT_WORKERS",
+    "ConnectionOptions",
+    "TLSOptions",
+    "default_num_workers",
+]
 
 MIB: Final = 1024 * 1024
 #: Longest timeout accepted anywhere (``connect_timeout``, ``op_timeout``, a batch's
@@ -34,6 +54,24 @@ MIB: Final = 1024 * 1024
 #: underneath (``poll``'s int milliseconds, ``settimeout``) overflow near 24.8 days, so
 #: an "infinite" timeout is refused with this bound named instead of hanging a worker.
 MAX_TIMEOUT: Final = 86_400.0
+#: Fewest workers chosen by default: on 2 cores 4 workers were as fast as any count for
+#: 0.5-4 MiB chunks, and fewer leave the server idle while a client thread waits for a
+#: core on a busy host (measured: benchmarks/scaling.py, docs/performance.md).
+MIN_DEFAULT_WORKERS: Final = 4
+#: Most workers chosen by default: LMCache's default; more connections add bytes in
+#: flight on the server without adding throughput.
+MAX_DEFAULT_WORKERS: Final = 8
+
+
+def default_num_workers(cores: int | None = None) -> int:
+    """The worker count used when none is given: ``cores`` (default: this machine's
+    CPUs available to this process) clamped to ``MIN_DEFAULT_WORKERS..MAX_DEFAULT_WORKERS``."""
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cores = os.cpu_count() or 1
+    return max(MIN_DEFAULT_WORKERS, min(MAX_DEFAULT_WORKERS, cores))
 
 
 @dataclass(frozen=True)
@@ -57,12 +95,12 @@ class ConnectionOptions:
     username: str = ""
     password: str = field(default="", repr=False)
     db: int = 0
-    num_workers: int = 8
+    num_workers: int = field(default_factory=default_num_workers)
     connect_timeout: float = 5.0
     op_timeout: float = 30.0
     client_name: str = "respkv"
     tls: TLSOptions | None = None
-    window_values: int = 2
+    window_values: int = 1
     window_bytes: int = 8 * MIB
     window_small: int = 256
     reconnect_backoff_min: float = 0.01

@@ -77,6 +77,8 @@ class Target:
     options: ConnectionOptions
     embedded: str | None  # "redis-server 7.0.15" for a throwaway server
     source: str = ""  # what named it: "--url", "RESPKV_URL", ...; "" for a throwaway one
+    #: The throwaway server's unix socket (it listens on one beside its TCP port).
+    unix_path: str | None = None
 
 
 def named_by(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str | None:
@@ -148,7 +150,7 @@ def _throwaway(args: argparse.Namespace) -> Iterator[Target]:
     from respkv._server import LocalServer, recommended_args
     from respkv.errors import ServerNotFoundError
 
-    local = LocalServer(binary=args.server_binary, args=recommended_args())
+    local = LocalServer(binary=args.server_binary, args=recommended_args(), unix_socket=True)
     try:
         local.start()
     except ServerNotFoundError as exc:
@@ -165,7 +167,7 @@ def _throwaway(args: argparse.Namespace) -> Iterator[Target]:
             file=sys.stderr,
             flush=True,
         )
-        yield Target(options, name)
+        yield Target(options, name, unix_path=local.unix_path)
     finally:
         local.stop()
 

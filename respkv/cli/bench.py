@@ -18,6 +18,7 @@ import argparse
 import sys
 from typing import Any, Final
 
+from respkv._options import default_num_workers
 from respkv.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -77,8 +78,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--num-workers",
         type=int_at_least(1),
-        default=8,
-        help="worker threads, one connection each (default 8)",
+        default=None,
+        help="worker threads, one connection each (default: the library's for this "
+        f"machine's cores, {default_num_workers()} here)",
     )
     p.add_argument(
         "--num-keys", type=int_at_least(1), default=500, help="keys, one chunk each (default 500)"
@@ -96,6 +98,12 @@ def add_parser(sub: Any) -> None:
         help="untimed runs first (default 1: the first SET into an empty server "
         "also pays for its memory allocation)",
     )
+    p.add_argument(
+        "--unix",
+        action="store_true",
+        help="connect through the throwaway server's unix socket instead of loopback TCP "
+        "(a co-located server; a running one: --url resp+unix:///path)",
+    )
     add_json_flag(p)
     from respkv.cli import cluster  # --cluster [N] (respkv.cli.cluster)
 
@@ -108,7 +116,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         config = BenchConfig(
             chunk_bytes(args.chunk_mb),
             args.num_keys,
-            args.num_workers,
+            args.num_workers or default_num_workers(),
             repeat=args.repeat,
             warmup=args.warmup,
         )
@@ -118,17 +126,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_output_path(args.json, "--json")
     info = check_backend(args.backend)
     named = named_by(args) is not None
+    if args.unix and (named or args.cluster):
+        raise CliError(
+            "--unix connects to the throwaway server; name a running server's socket "
+            "with --url resp+unix:///path/to/socket",
+            EXIT_USAGE,
+        )
     check_memory(config.total_bytes * (2 if named else 3), "this benchmark")
     text = args.json != "-"
     from respkv.cli.cluster import cluster_target, per_master, per_master_lines
 
     with cluster_target(args) if args.cluster else server(args) as target:
-        if text:  # the header at once: the run itself takes seconds to minutes
-            header = format_header(
-                config, target.options.address, f"Backend: {info.name} ({info.reason})"
-            )
-            print(header, flush=True)
         options = target.options.replace(num_workers=config.num_workers)
+        if args.unix and target.unix_path is not None:
+            options = options.replace(unix_path=target.unix_path)
+        if text:  # the header at once: the run itself takes seconds to minutes
+            header = format_header(config, options.address, f"Backend: {info.name} ({info.reason})")
+            print(header, flush=True)
         reporter = PhaseReporter(sys.stderr, "respkv bench", config.chunk_bytes)
         with open_client(options, args.backend) as client:
             try:
