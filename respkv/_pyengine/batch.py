@@ -23,13 +23,15 @@ deadline) is one :class:`Failure` stored at each index.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 from typing import Protocol
 
 from respkv._contract import KeyStatus, Op
 from respkv._failure import STATUS_OF_KIND, Failure
 
-__all__ = ["Batch", "CompletionSink", "Run", "Tile"]
+__all__ = ["Batch", "CompletionSink", "Deadlines", "Run", "Tile"]
 
 
 class CompletionSink(Protocol):
@@ -164,3 +166,45 @@ class Run:
         #: Bytes queued on the connection before this run's first request: the run's
         #: requests had been (partly) written once more than this many were sent.
         self.offset = offset
+
+
+class Deadlines:
+    """A worker's tiles whose batch has a deadline, soonest first.
+
+    A heap with lazy deletion: a tile that finishes stays in it until its deadline comes
+    (then it is skipped), or until finished tiles are most of the heap and it is rebuilt
+    without them (amortized: a rebuild happens only once most entries are finished)."""
+
+    __slots__ = ("_heap", "_seq")
+
+    #: Finished tiles tolerated before a rebuild is considered.
+    SLACK = 64
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Tile]] = []
+        self._seq = itertools.count()  # ties: the order tiles came in
+
+    def add(self, tiles: list[Tile], live: int) -> None:
+        """Track ``tiles`` that have a deadline; ``live``: tiles the worker still holds."""
+        heap = self._heap
+        for tile in tiles:
+            deadline = tile.batch.deadline
+            if deadline is not None:
+                heapq.heappush(heap, (deadline, next(self._seq), tile))
+        if len(heap) > self.SLACK and len(heap) > 2 * live:
+            heap[:] = [entry for entry in heap if not entry[2].finished]
+            heapq.heapify(heap)
+
+    def first(self) -> float | None:
+        """The soonest deadline (possibly of a finished tile), or ``None``."""
+        return self._heap[0][0] if self._heap else None
+
+    def due(self, now: float) -> list[Tile]:
+        """Remove and return the unfinished tiles whose deadline is ``now`` or earlier."""
+        heap = self._heap
+        out: list[Tile] = []
+        while heap and heap[0][0] <= now:
+            tile = heapq.heappop(heap)[2]
+            if not tile.finished:
+                out.append(tile)
+        return out

@@ -30,11 +30,12 @@ key, and no object per key unless the key fails.
 
 Deadlines. The oldest run must be answered within ``op_timeout`` of its admission, else
 the keys in flight get TIMEOUT (kind TIMED_OUT) and the connection is dropped. A batch's
-own deadline (``timeout=``) is kept in a heap of the worker's tiles; when it passes, or a
-cancel arrives, the tile *ends*: a connection with keys of it in flight is dropped (other
-keys in flight on it end ABORTED), and its keys not sent end without any I/O. Only then
-is the tile finished, so the batch's completion is never queued while this worker could
-still write into its buffers.
+own deadline (``timeout=``) is kept in a heap of the worker's tiles
+(:class:`~respkv._pyengine.batch.Deadlines`); when it passes, or a cancel arrives, the
+tile *ends*: a connection with keys of it in flight is dropped (other keys in flight on
+it end ABORTED), and its keys not sent end without any I/O. Only then is the tile
+finished, so the batch's completion is never queued while this worker could still write
+into its buffers.
 
 Failures. A broken connection fails only the keys in flight; keys still pending go out on
 a new connection, made after a backoff that doubles from ``reconnect_backoff_min`` to
@@ -50,8 +51,6 @@ wake the worker through its notifier; everything else here runs on the worker th
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import selectors
 import threading
@@ -64,7 +63,7 @@ from respkv._contract import Op
 from respkv._failure import ErrorKind, Failure
 from respkv._limits import LARGE_VALUE_BYTES
 from respkv._options import ConnectionOptions
-from respkv._pyengine.batch import Batch, Run, Tile
+from respkv._pyengine.batch import Batch, Deadlines, Run, Tile
 from respkv._pyengine.connection import Connection, Dropped, Poller, TlsContext
 from respkv._pyengine.notifier import Notifier
 from respkv._pyengine.replies import Broken, key_replies, value_replies
@@ -74,9 +73,6 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("respkv.engine")
 
-#: Finished tiles tolerated in the deadline heap before it is rebuilt without them
-#: (amortized: a rebuild happens only once most entries are finished).
-_HEAP_SLACK: Final = 64
 _READ: Final = selectors.EVENT_READ
 _WRITE: Final = selectors.EVENT_WRITE
 
@@ -97,8 +93,7 @@ class Worker(threading.Thread):
         # Worker-thread state.
         self._pending: deque[Tile] = deque()
         self._inflight: deque[Run] = deque()
-        self._deadlines: list[tuple[float, int, Tile]] = []
-        self._seq = itertools.count()
+        self._deadlines = Deadlines()
         self._inflight_keys = 0
         self._inflight_bytes = 0
         self._inflight_large = 0
@@ -170,7 +165,8 @@ class Worker(threading.Thread):
                 self._woken = False
                 self._take_inbox()
             now = time.monotonic()
-            if self._deadlines and self._deadlines[0][0] <= now:
+            first = self._deadlines.first()
+            if first is not None and first <= now:
                 self._expire(now)
             if self._stopping:
                 self._shut_down()
@@ -214,8 +210,8 @@ class Worker(threading.Thread):
         batch deadline; the connection's ready events."""
         conn = self._conn
         self._poller.watch(conn.sock if conn is not None else None, events)
-        if self._deadlines:
-            first = self._deadlines[0][0]
+        first = self._deadlines.first()
+        if first is not None:
             until = first if until is None or first < until else until
         mask, woken = self._poller.wait(None if until is None else until - time.monotonic())
         if woken:
@@ -229,15 +225,7 @@ class Worker(threading.Thread):
             to_end, self._to_end = self._to_end, []
         was_idle = not self._pending and not self._inflight
         self._pending.extend(incoming)
-        heap = self._deadlines
-        for tile in incoming:
-            deadline = tile.batch.deadline
-            if deadline is not None:
-                heapq.heappush(heap, (deadline, next(self._seq), tile))
-        if len(heap) > _HEAP_SLACK and len(heap) > 2 * (len(self._pending) + len(self._inflight)):
-            # Mostly finished tiles whose deadline has not come yet: rebuild without them.
-            heap[:] = [entry for entry in heap if not entry[2].finished]
-            heapq.heapify(heap)
+        self._deadlines.add(incoming, len(self._pending) + len(self._inflight))
         if to_end:
             self._end([(tile, self._cancelled) for tile in to_end if not tile.finished])
         conn = self._conn
@@ -491,13 +479,10 @@ class Worker(threading.Thread):
 
     def _expire(self, now: float) -> None:
         """End the tiles whose batch deadline has passed."""
-        heap = self._deadlines
-        items: list[tuple[Tile, Failure]] = []
-        while heap and heap[0][0] <= now:
-            tile = heapq.heappop(heap)[2]
-            if not tile.finished:
-                timeout = tile.batch.timeout or 0.0
-                items.append((tile, Failure(ErrorKind.DEADLINE, self._address, timeout=timeout)))
+        items = [
+            (tile, Failure(ErrorKind.DEADLINE, self._address, timeout=tile.batch.timeout or 0.0))
+            for tile in self._deadlines.due(now)
+        ]
         if items:
             self._end(items)
 
