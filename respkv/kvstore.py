@@ -45,6 +45,9 @@ until a miss or a recovery scan (:meth:`KVStore.recover_usage`): one SCAN over t
 whole database (``COUNT`` :data:`SCAN_COUNT` keys per round trip, O(all keys), not
 just the prefix's) plus one ``EVAL`` of ``STRLEN`` per page; on a cluster the router
 scans every master (``ClusterConnector.scan_key_sizes``). It is off by default.
+
+This module is the store itself; its records, the recovery scan and the background
+thread live in :mod:`respkv._kvstore` and are exported from here.
 """
 
 from __future__ import annotations
@@ -52,18 +55,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import warnings
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal
 
 from respkv._compat import Buffer
 from respkv._contract import BatchResult, KeyLike, KeyStatus
+from respkv._kvstore.background import CLOSE_JOIN_TIMEOUT, background, release_unclosed
+from respkv._kvstore.records import EvictionReport, StoreUsage, chunk_key
+from respkv._kvstore.recovery import SCAN_COUNT, glob_escape, scan_sizes
 from respkv._validate import check_keys, check_ttl
 from respkv.client import Client
-from respkv.errors import ConnectionClosedError, ReplyError
+from respkv.errors import ConnectionClosedError
 from respkv.eviction import EvictionConfig, LRUTracker, bytes_to_free
 
 __all__ = [
@@ -79,91 +83,14 @@ log = logging.getLogger("respkv.kvstore")
 EvictMode = Literal["background", "inline", "manual"]
 EVICT_MODES: Final = ("background", "inline", "manual")
 
-#: Keys asked for per SCAN round trip during recovery. Redis's default is 10, which
-#: makes a scan of a large database take tens of thousands of round trips.
-SCAN_COUNT: Final = 1000
 #: Most keys deleted by one UNLINK batch of an eviction cycle.
 MAX_VICTIMS_PER_ROUND: Final = 4096
 #: Most UNLINK batches per eviction cycle; the next cycle continues if this was not enough.
 MAX_ROUNDS_PER_CYCLE: Final = 64
 #: Seconds between background checks when nothing wakes the thread (the reference's 1 s).
 DEFAULT_EVICTION_INTERVAL: Final = 1.0
-#: Seconds ``close`` waits for the background thread (it finishes its current UNLINK).
-CLOSE_JOIN_TIMEOUT: Final = 30.0
 #: Most unsettled keys checked by one EXISTS batch of :meth:`KVStore.reconcile`.
 MAX_RECONCILE_KEYS: Final = 4096
-
-#: Sizes of many keys in one round trip; -1 for a key that is not a string.
-_STRLEN_SCRIPT: Final = """
-local out = {}
-for i, k in ipairs(KEYS) do
-  local n = redis.pcall('STRLEN', k)
-  if type(n) ~= 'number' then n = -1 end
-  out[i] = n
-end
-return out
-"""
-_GLOB_SPECIAL: Final = frozenset(b"*?[]\\")
-
-
-def chunk_key(model: str, rank: int, chunk_hash: int | str | bytes, salt: str | None = None) -> str:
-    """``model@rank@hash[@salt]``: the key of one token chunk of one tensor-parallel rank.
-
-    An ``int`` hash is written in hexadecimal, ``bytes`` as hex digits. The parts must
-    not contain ``@`` (the key would be ambiguous).
-    """
-    if isinstance(chunk_hash, bool) or not isinstance(chunk_hash, (int, str, bytes)):
-        raise TypeError(f"chunk_hash must be int, str or bytes, not {type(chunk_hash).__name__}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-        raise ValueError(f"rank must be an integer >= 0, got {rank!r}")
-    if isinstance(chunk_hash, int):
-        text = format(chunk_hash, "x")
-    elif isinstance(chunk_hash, bytes):
-        text = chunk_hash.hex()
-    else:
-        text = chunk_hash
-    parts = {"model": model, "chunk_hash": text, **({"salt": salt} if salt is not None else {})}
-    for name, part in parts.items():
-        if not part:
-            raise ValueError(f"{name} must not be empty")
-        if "@" in part:
-            raise ValueError(f"{name} must not contain '@': {part!r}")
-    key = f"{model}@{rank}@{text}"
-    return key if salt is None else f"{key}@{salt}"
-
-
-@dataclass(frozen=True)
-class StoreUsage:
-    """What the store knows about its usage."""
-
-    used_bytes: int
-    capacity_bytes: int
-    keys: int
-    pinned_keys: int
-    evicted_keys: int
-    evicted_bytes: int
-    vanished_keys: int
-    #: Keys whose SET outcome is unknown, and their bytes (included in ``used_bytes``).
-    unsettled_keys: int = 0
-    unsettled_bytes: int = 0
-    #: Keys stored with a ``ttl`` that left the tracking when it passed.
-    expired_keys: int = 0
-
-    @property
-    def fraction(self) -> float:
-        """``used / capacity``; -1.0 without a capacity (the reference's convention)."""
-        return self.used_bytes / self.capacity_bytes if self.capacity_bytes else -1.0
-
-
-@dataclass(frozen=True)
-class EvictionReport:
-    """The outcome of one eviction cycle."""
-
-    wanted_bytes: int
-    freed_bytes: int
-    evicted_keys: int
-    vanished_keys: int
-    failed_keys: int
 
 
 class KVStore:
@@ -209,14 +136,14 @@ class KVStore:
             self.recover_usage()
         if self._evicts and evict_in == "background":
             self._thread = threading.Thread(
-                target=_background,
+                target=background,
                 args=(weakref.ref(self), self._stop, self._wake, eviction_interval),
                 name="respkv-evictor",
                 daemon=True,
             )
         owned = client if owns_client else None
         self._finalizer = weakref.finalize(
-            self, _release_unclosed, self._stop, self._wake, self._thread, owned,
+            self, release_unclosed, self._stop, self._wake, self._thread, owned,
             f"KVStore({client.options.address})",
         )  # fmt: skip
         if self._thread is not None:
@@ -409,29 +336,13 @@ class KVStore:
         """
         # SCAN and EVAL take keys as the server has them, with the client's prefix.
         outer = self.client.prefix
-        pattern = _glob_escape(outer + self.prefix) + b"*"
+        pattern = glob_escape(outer + self.prefix) + b"*"
         added = 0
-        for key, size in self._scan_sizes(pattern):
+        for key, size in scan_sizes(self.client, pattern):
             if size >= 0 and self._tracker.recovered(key[len(outer) :], size):
                 added += 1
         self._after_store()
         return added
-
-    def _scan_sizes(self, pattern: bytes) -> Iterator[tuple[bytes, int]]:
-        """``(server key, size)`` for keys matching ``pattern``; -1: not a string. On a
-        cluster the router walks every master (``scan_key_sizes``)."""
-        on_every_master = getattr(self.client.connector, "scan_key_sizes", None)
-        if on_every_master is not None:
-            yield from on_every_master(pattern, SCAN_COUNT)
-            return
-        cursor: bytes = b"0"
-        while True:
-            reply = self.client.command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
-            cursor, page = reply[0], list(reply[1])
-            if page:
-                yield from zip(page, self._sizes(page), strict=True)
-            if cursor == b"0":
-                return
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -550,71 +461,3 @@ class KVStore:
         except Exception:
             log.exception("respkv KVStore: eviction cycle failed; retrying later")
         return True
-
-    def _sizes(self, keys: list[bytes]) -> list[int]:
-        """STRLEN of each key in one round trip (EVAL), or one by one if scripts are
-        not allowed; -1 for a key holding something other than a string."""
-        try:
-            reply = self.client.command("EVAL", _STRLEN_SCRIPT, len(keys), *keys)
-            return [int(n) for n in reply]
-        except ReplyError:
-            sizes: list[int] = []
-            for key in keys:
-                try:
-                    sizes.append(int(self.client.command("STRLEN", key)))
-                except ReplyError:
-                    sizes.append(-1)
-            return sizes
-
-
-def _background(
-    ref: weakref.ref[KVStore], stop: threading.Event, wake: threading.Event, interval: float
-) -> None:
-    """The background eviction thread. It holds the store only for one round at a time,
-    so a store nobody else refers to is collected (and its finalizer stops this loop)."""
-    while not stop.is_set():
-        wake.wait(interval)
-        wake.clear()
-        if stop.is_set():
-            return
-        store = ref()
-        if store is None:
-            return
-        try:
-            if not store._background_round():
-                return
-        finally:
-            del store  # if this was the last reference, the finalizer runs here
-
-
-def _release_unclosed(
-    stop: threading.Event,
-    wake: threading.Event,
-    thread: threading.Thread | None,
-    client: Client | None,
-    label: str,
-) -> None:
-    """The finalizer of a store collected without ``close()``: stop its thread, close the
-    client it owns, and warn when it held either (see the module notes)."""
-    stop.set()
-    wake.set()
-    if thread is not None and thread is not threading.current_thread():
-        thread.join(CLOSE_JOIN_TIMEOUT)
-    if client is not None:
-        client.close()
-    if thread is not None or client is not None:
-        warnings.warn(
-            f"unclosed {label}: call close() or use it as a context manager",
-            ResourceWarning,
-            stacklevel=2,
-        )
-
-
-def _glob_escape(prefix: bytes) -> bytes:
-    """``prefix`` with SCAN MATCH's special characters escaped."""
-    out = bytearray()
-    for byte in prefix:
-        if byte in _GLOB_SPECIAL:
-            out.append(0x5C)  # backslash
-        out.append(byte)
-    return bytes(out)
