@@ -16,7 +16,7 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
-PYTHON_PATHS = ["respkv", "tests", "conformance", "benchmarks", "noxfile.py"]
+PYTHON_PATHS = ["respkv", "tests", "benchmarks", "noxfile.py"]
 _PYPROJECT = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text())
 # The one list of test dependencies is pyproject's `test` extra (bootstrap installs the same).
 # cryptography (TLS test certificates) and matplotlib (the sweep plot) are optional for
@@ -43,7 +43,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over respkv, tests, conformance, benchmarks and this file."""
+    """mypy --strict over respkv (with its conformance suite), tests, benchmarks and this file."""
     session.install("mypy>=1.10", "nox", *TEST_DEPS)
     _install(session, env={"RESPKV_BUILD_NATIVE": "OFF"})
     session.run("mypy", "--strict", *PYTHON_PATHS)
@@ -131,7 +131,7 @@ def native(session: nox.Session) -> None:
     release, buffer lifetime, 16-thread stress."""
     _native_install(session, "build/nox-native")
     session.run(
-        "pytest", "-n", "2", "conformance", *NATIVE_TESTS, *session.posargs,
+        "pytest", "-n", "2", "respkv/conformance", *NATIVE_TESTS, *session.posargs,
         env={"RESPKV_REQUIRE_NATIVE": "1"},
     )  # fmt: skip
 
@@ -149,7 +149,7 @@ def native_asan(session: nox.Session) -> None:
         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
     }
     session.run(
-        "pytest", "-p", "no:xdist", "-k", "native", "conformance", *NATIVE_TESTS,
+        "pytest", "-p", "no:xdist", "-k", "native", "respkv/conformance", *NATIVE_TESTS,
         "tests/test_tls.py", *session.posargs, env=env,
     )  # fmt: skip
 
@@ -157,7 +157,7 @@ def native_asan(session: nox.Session) -> None:
 @nox.session(name="native-tsan")
 def native_tsan(session: nox.Session) -> None:
     """ThreadSanitizer build: the native conformance cases, among them the stress and
-    race cases (conformance/test_concurrency.py: 16 submitting threads, 8 workers, 10,000
+    race cases (respkv/conformance/test_concurrency.py: 16 submitting threads, 8 workers, 10,000
     small batches, cancel racing completion; the close race of the fault matrix)."""
     _native_install(session, "build/nox-tsan", sanitize="thread")
     env = {
@@ -168,7 +168,8 @@ def native_tsan(session: nox.Session) -> None:
         + str(Path("respkv_native/tests/tsan.supp").resolve()),
     }
     session.run(
-        "pytest", "-p", "no:xdist", "-k", "native", "conformance", *session.posargs, env=env,
+        "pytest", "-p", "no:xdist", "-k", "native", "respkv/conformance", *session.posargs,
+        env=env,
     )  # fmt: skip
 
 

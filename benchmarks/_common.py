@@ -6,7 +6,7 @@ Rules all scripts follow, so their figures can be compared and trusted:
   round), so a noisy neighbour or a frequency change hits all of them alike; each
   reports the median over its rounds.
 * Every GET is verified byte for byte after the timed call, outside the timing.
-* The server is a throwaway local one (``respkv._server.LocalServer`` with
+* The server is a throwaway local one (``respkv.testing.servers.LocalServer`` with
   ``recommended_args()``) unless ``--url`` names another, so a bigger host runs the
   same scripts unchanged.
 * Units: GiB/s is 2**30 bytes per second; MiB is 2**20 bytes.
@@ -30,7 +30,7 @@ from typing import Any, Final
 import respkv
 from respkv._admin import AdminConnection
 from respkv._options import ConnectionOptions
-from respkv._server import LocalServer, recommended_args
+from respkv.testing.servers import LocalServer, recommended_args
 from respkv.client import Client
 
 KIB: Final = 1024

@@ -48,10 +48,10 @@ from benchmarks._common import (
 )
 from respkv._admin import AdminConnection
 from respkv._backend import open_connector
-from respkv._clusterserver import LocalCluster
+from respkv.testing.clusters import LocalCluster
 from respkv._contract import Connector
 from respkv._options import ConnectionOptions
-from respkv._server import LocalServer, recommended_args
+from respkv.testing.servers import LocalServer, recommended_args
 from respkv.client import Client
 from respkv.cluster import ClusterConnector, ClusterOptions
 from respkv.testing import wait_for

@@ -65,7 +65,7 @@ from benchmarks._common import (
 )
 from benchmarks.side_by_side import BulkContender, LMCacheContender, RespkvContender
 from respkv._options import ConnectionOptions
-from respkv._server import LocalServer, recommended_args
+from respkv.testing.servers import LocalServer, recommended_args
 
 #: Bytes per batch in every cell: big enough that one batch lasts 0.1-0.3 s at the
 #: 1.5-4 GB/s this machine does (timer and wake-up noise well below 1 %), small enough

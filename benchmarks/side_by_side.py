@@ -248,7 +248,7 @@ class Iperf3:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Iperf3:
-        from respkv._server import free_port
+        from respkv.testing.servers import free_port
 
         self.port = free_port()
         self.proc = subprocess.Popen(

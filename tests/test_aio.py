@@ -15,8 +15,8 @@ import pytest
 
 import respkv.aio
 from respkv import ConnectionOptions, ErrorKind, KeyStatus, ResultError
-from respkv._faultproxy import FaultProxy
-from respkv._server import free_port
+from respkv.testing.faultproxy import FaultProxy
+from respkv.testing.servers import free_port
 from respkv.errors import ReplyError
 
 MIB = 1 << 20

@@ -25,7 +25,7 @@ import respkv
 from respkv._admin import AdminConnection
 from respkv._contract import BatchResult, KeyStatus
 from respkv._options import ConnectionOptions
-from respkv._server import LocalServer, free_port
+from respkv.testing.servers import LocalServer, free_port
 from respkv.cli import main
 from respkv.cli._measure import BenchConfig, bench_keys, first_mismatch, make_chunks, verify
 from respkv.cli._target import SERVER_ENV

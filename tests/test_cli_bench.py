@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv.cli import bench as bench_cmd
 from respkv.cli import main
 from respkv.cli._measure import BenchConfig, Phase, bench_steps, run_bench

@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from respkv import __version__
-from respkv._server import LocalServer, free_port
+from respkv.testing.servers import LocalServer, free_port
 from respkv.cli import main
 from respkv.cli._target import SERVER_ENV
 

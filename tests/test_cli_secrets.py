@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv.cli import main
 from respkv.config import load, redact_url
 from respkv.errors import ConfigError

@@ -20,7 +20,7 @@ import pytest
 import respkv
 from respkv._admin import AdminConnection
 from respkv._options import ConnectionOptions
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv.cli import main
 from respkv.errors import ReplyError
 

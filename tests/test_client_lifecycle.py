@@ -29,7 +29,7 @@ import respkv
 import respkv.aio
 from respkv import ConnectionOptions, ForkedError
 from respkv._admin import AdminConnection
-from respkv._faultproxy import FaultProxy
+from respkv.testing.faultproxy import FaultProxy
 from respkv.client import wait_readable
 from respkv.eviction import EvictionConfig
 from respkv.kvstore import KVStore

@@ -1,42 +1,29 @@
 """The conformance suite's connector-only tests, run on a real 3-master cluster.
 
 The suite itself runs the router as its ``cluster`` connector kind over its own plain
-servers (``connector_factory``; see :mod:`respkv._clustertesting`), which checks every
+servers (``connector_factory``; see :mod:`respkv.testing.cluster`), which checks every
 contract rule with the router in the path. Here the tests that need nothing but a
 ``connector`` (round trips, per-key results, batch shapes, event fd, validation, close)
-are collected again from ``conformance/`` and given a router on ``local_cluster``, both
+are collected again from ``respkv.conformance`` and given a router on ``local_cluster``, both
 backends: the same rules with batches really split over three masters.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from respkv._cluster.options import ClusterOptions
-from respkv._clustertesting import open_cluster_connector
 from respkv._contract import Connector
+from respkv.testing.cluster import open_cluster_connector
 
-_SUITE = Path(__file__).resolve().parent.parent / "conformance"
 #: The suite's modules whose connector-only tests are taken.
-_MODULES = ("test_basic", "test_validation")
-
-
-def _load(name: str) -> ModuleType | None:
-    path = _SUITE / f"{name}.py"
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location(f"_cluster_conformance_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_MODULES = ("respkv.conformance.test_basic", "respkv.conformance.test_validation")
 
 
 def _params(fn: Any) -> set[str]:
@@ -60,9 +47,7 @@ def _connector_only(module: ModuleType) -> dict[str, Any]:
 
 
 for _name in _MODULES:
-    _module = _load(_name)
-    if _module is not None:
-        globals().update(_connector_only(_module))
+    globals().update(_connector_only(importlib.import_module(_name)))
 
 
 @pytest.fixture

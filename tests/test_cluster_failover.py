@@ -13,8 +13,8 @@ from typing import Final
 import numpy as np
 
 from respkv import ErrorKind, KeyStatus
-from respkv._clusterserver import ClusterNode, LocalCluster, parse_info
-from respkv._clustertesting import open_cluster_connector
+from respkv.testing.clusters import ClusterNode, LocalCluster, parse_info
+from respkv.testing.cluster import open_cluster_connector
 from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
 from respkv.testing import wait_for
 

@@ -12,7 +12,7 @@ import redis
 
 from respkv import KeyStatus
 from respkv._cluster.admin import ClusterAdminLink
-from respkv._clusterserver import LocalCluster
+from respkv.testing.clusters import LocalCluster
 from respkv.client import Client
 from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
 from respkv.errors import ReplyError, ResultError

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from respkv import ErrorKind, KeyStatus
-from respkv._clusterserver import LocalCluster
-from respkv._clustertesting import open_cluster_connector
-from respkv._fakeserver import FakeServer
+from respkv.testing.clusters import LocalCluster
+from respkv.testing.cluster import open_cluster_connector
+from respkv.testing.fakeserver import FakeServer
 from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
 from respkv.testing import wait_for
 

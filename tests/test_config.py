@@ -12,7 +12,7 @@ import pytest
 
 import respkv
 from respkv import ConfigError, ConnectionOptions, TLSOptions
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv.config import ENV_FALLBACKS, VALID_KEYS, load, redact_url, resolve
 from respkv.eviction import EvictionConfig
 from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD

@@ -10,7 +10,7 @@ import pytest
 
 import respkv
 from respkv import ConnectionOptions, KeyStatus
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv.client import Client
 from respkv.eviction import EvictionConfig
 from respkv.kvstore import KVStore, chunk_key

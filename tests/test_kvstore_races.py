@@ -21,8 +21,8 @@ from respkv import BatchResult, ConnectionOptions, KeyStatus
 from respkv._admin import AdminConnection
 from respkv._compat import BufferLike
 from respkv._contract import KeyLike
-from respkv._faultproxy import FaultProxy
-from respkv._server import LocalServer
+from respkv.testing.faultproxy import FaultProxy
+from respkv.testing.servers import LocalServer
 from respkv.client import Client
 from respkv.eviction import EvictionConfig
 from respkv.kvstore import KVStore

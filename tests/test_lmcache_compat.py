@@ -15,7 +15,7 @@ import pytest
 
 from respkv import ConnectionOptions
 from respkv._admin import AdminConnection
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv.compat.lmcache import (
     EMPTY_BATCH_MESSAGE,
     MISMATCH_MESSAGE,

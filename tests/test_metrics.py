@@ -18,7 +18,7 @@ import respkv.aio
 from respkv import ConnectionOptions, Connector, ErrorKind, KeyStatus, Op
 from respkv._admin import AdminConnection
 from respkv._clientbase import ClientStats
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv.metrics import CONTENT_TYPE, prometheus_text
 from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD, wait_for
 
@@ -94,7 +94,7 @@ def test_reconnect_is_counted(
 
 
 def test_connect_failures_are_counted(backend_name: str) -> None:
-    from respkv._server import free_port
+    from respkv.testing.servers import free_port
 
     opts = ConnectionOptions(host="127.0.0.1", port=free_port(), num_workers=2)
     with respkv.connect(opts, backend=backend_name) as c:

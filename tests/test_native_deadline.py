@@ -23,7 +23,7 @@ from typing import Any, Final
 import pytest
 
 from respkv import ConnectionOptions, ErrorKind, KeyStatus
-from respkv._faultproxy import FaultProxy
+from respkv.testing.faultproxy import FaultProxy
 from respkv.testing import wait_for
 
 SIZE: Final = 8 * 1024 * 1024

@@ -19,7 +19,7 @@ from typing import Final
 import pytest
 
 import respkv.config
-from respkv._fakeserver import SILENT, FakeServer
+from respkv.testing.fakeserver import SILENT, FakeServer
 from respkv._options import (
     MAX_DEFAULT_WORKERS,
     MIN_DEFAULT_WORKERS,

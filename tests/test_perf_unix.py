@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 import respkv
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv.cli import main
 from respkv.cli._target import SERVER_ENV
 

@@ -24,7 +24,7 @@ from typing import Final
 import pytest
 
 from respkv import ConnectionOptions, ErrorKind, KeyStatus, TLSOptions
-from respkv._fakeserver import SILENT, FakeServer
+from respkv.testing.fakeserver import SILENT, FakeServer
 from respkv._pyengine import PyConnector
 from respkv.testing import wait_for
 

@@ -17,7 +17,7 @@ import pytest
 
 import respkv
 from respkv import ConfigError, KeyStatus
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv.cli import main as cli_main
 from respkv.config import load, redact_url
 from respkv.kvstore import KVStore

@@ -1,4 +1,4 @@
-"""The throwaway local server (``respkv._server.LocalServer``) and the pytest fixtures.
+"""The throwaway local server (``respkv.testing.servers.LocalServer``) and the pytest fixtures.
 
 Everything here runs real ``redis-server`` processes on loopback. A started server
 answers PING and runs with persistence off; a stopped one leaves no process (checked
@@ -18,7 +18,7 @@ import pytest
 
 from respkv._admin import AdminConnection
 from respkv._options import ConnectionOptions
-from respkv._server import (
+from respkv.testing.servers import (
     INSTALL_HINT,
     LocalServer,
     PortTakenError,
@@ -165,7 +165,7 @@ def test_port_taken_before_binding_is_retried(
         offered.append(port)
         return port
 
-    monkeypatch.setattr("respkv._server.free_port", racy_free_port)
+    monkeypatch.setattr("respkv.testing.servers.free_port", racy_free_port)
     with LocalServer() as server:
         assert offered[0] == taken_port and len(offered) == 2
         assert server.port == offered[1] != taken_port
@@ -200,12 +200,12 @@ def test_a_port_answered_by_another_server_is_not_taken_for_ours(
     # The bind check can lose a race (the port is taken between the check and the start);
     # the process id in INFO then tells the other server from ours. Before this check
     # the other server's PONG made start() succeed and hand out somebody else's server.
-    monkeypatch.setattr("respkv._server.check_port_free", lambda host, port: None)
+    monkeypatch.setattr("respkv.testing.servers.check_port_free", lambda host, port: None)
     server = LocalServer(binary=not_a_server, port=redis_server.port)
     with pytest.raises(PortTakenError, match="another server answers there"):
         server.start()
     assert is_stopped(server)
-    monkeypatch.setattr("respkv._server.free_port", lambda host="127.0.0.1": redis_server.port)
+    monkeypatch.setattr("respkv.testing.servers.free_port", lambda host="127.0.0.1": redis_server.port)
     with pytest.raises(RuntimeError, match="did not start"):
         LocalServer(binary=not_a_server).start()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from respkv._admin import AdminConnection
 from respkv._options import ConnectionOptions
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 
 
 def test_restart_on_the_same_port_with_connections_in_time_wait() -> None:

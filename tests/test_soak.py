@@ -4,7 +4,7 @@ For ``RESPKV_SOAK_SECONDS`` (default 5 per backend in the default run; ``nox -s 
 sets 30, so a minute over both), 16 threads share one :class:`~respkv.Client` and an
 asyncio loop runs 4 tasks on one :class:`~respkv.aio.AsyncClient`, all doing SET, GET,
 EXISTS and DEL of 1-4 keys with values of 1 KiB to 8 MiB, through a
-:class:`~respkv._faultproxy.FaultProxy` that keeps breaking things: resets, cuts in
+:class:`~respkv.testing.faultproxy.FaultProxy` that keeps breaking things: resets, cuts in
 either direction (RST or FIN) at random offsets, stalls of either direction (some past
 ``op_timeout``), short trickles, short refusals. Only faults that cannot make a wrong
 value undetectable are used (RESP has no checksum: a corrupted payload byte or an
@@ -50,9 +50,9 @@ from respkv import BatchResult, ConnectionOptions, Failure, KeyStatus
 from respkv._admin import AdminConnection
 from respkv._backend import load_native
 from respkv._contract import STATUS_OF_KIND
-from respkv._faultcheck import keyed_value, poisoned
-from respkv._faultproxy import FaultProxy
-from respkv._server import LocalServer
+from respkv.testing.faultcheck import keyed_value, poisoned
+from respkv.testing.faultproxy import FaultProxy
+from respkv.testing.servers import LocalServer
 
 SECONDS: Final = float(os.environ.get("RESPKV_SOAK_SECONDS", "5"))
 THREADS: Final = 16

@@ -32,7 +32,7 @@ from respkv.testing import (
 )
 
 #: The plugin module a subprocess pytest loads.
-PLUGIN: Final = "respkv.testing"
+PLUGIN: Final = "respkv.testing.plugin"
 #: A connector module for the subprocess runs: factories that are never called.
 FACTORIES: Final = textwrap.dedent(
     """
@@ -188,7 +188,7 @@ def test_the_environment_variable_adds_custom_to_the_built_in_kinds(project: Pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for kind in ("py", "native", "custom"):
         assert f"test_plain[{kind}]" in proc.stdout
-    # The cluster kind runs the conformance suite only (respkv._clustertesting).
+    # The cluster kind runs the conformance suite only (respkv.testing.cluster).
     assert "test_plain[cluster]" not in proc.stdout
 
 

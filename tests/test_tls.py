@@ -26,7 +26,7 @@ import respkv
 from respkv import ConnectionOptions, ErrorKind, Failure, KeyStatus, TLSOptions
 from respkv._admin import AdminConnection
 from respkv._contract import CONTRACT_VERSION
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
 from respkv._tls import NO_TLS_MESSAGE
 from respkv.client import Client
 from respkv.testing import CertificateSet, make_certificates, require_native

@@ -147,7 +147,7 @@ def server(args: argparse.Namespace) -> Iterator[Target]:
 
 @contextmanager
 def _throwaway(args: argparse.Namespace) -> Iterator[Target]:
-    from respkv._server import LocalServer, recommended_args
+    from respkv.testing.servers import LocalServer, recommended_args
     from respkv.errors import ServerNotFoundError
 
     local = LocalServer(binary=args.server_binary, args=recommended_args(), unix_socket=True)

@@ -1,7 +1,7 @@
 """The cluster pieces of the ``respkv`` command: ``server --cluster N`` and ``bench --cluster``.
 
 ``respkv server --cluster N [--replicas R]`` starts a throwaway local cluster
-(:class:`respkv._clusterserver.LocalCluster`: N masters, R replicas each, free loopback
+(:class:`respkv.testing.clusters.LocalCluster`: N masters, R replicas each, free loopback
 ports, formed with ``redis-cli --cluster create``) with the same server flags as a
 single ``respkv server``, prints its ``resp+cluster://`` URL (every node a seed) as the
 first line of stdout once every node reports a healthy cluster, and runs until Ctrl-C
@@ -97,7 +97,7 @@ def add_bench_flag(p: argparse.ArgumentParser) -> None:
 def _start(
     masters: int, replicas: int, *, binary: str | None, host: str, flags: list[str], password: str
 ) -> Any:
-    from respkv._clusterserver import LocalCluster
+    from respkv.testing.clusters import LocalCluster
     from respkv.errors import ServerNotFoundError
 
     cluster = LocalCluster(masters=masters, replicas=replicas, binary=binary, host=host,
@@ -163,7 +163,7 @@ def _wait_for_an_exit(cluster: Any) -> int:
 def cluster_target(args: argparse.Namespace) -> Iterator[Target]:
     """A throwaway N-master cluster (no replicas) for ``respkv bench --cluster N``."""
     from respkv._cluster.options import ClusterOptions
-    from respkv._server import recommended_args
+    from respkv.testing.servers import recommended_args
     from respkv.cli._target import Target, named_by, preflight
 
     if named_by(args) is not None:

@@ -5,7 +5,7 @@ threads when there are cores to spare) plus ``--maxmemory``, ``--maxmemory-polic
 ``--requirepass`` and ``--io-threads`` when given, prints its URL as the first line of
 stdout (so a script can read it) and runs until Ctrl-C or SIGTERM, then stops the
 server. The URL is printed only once the server that answers on the port is the one
-started here (:class:`respkv._server.LocalServer` checks its process id): with the port
+started here (:class:`respkv.testing.servers.LocalServer` checks its process id): with the port
 taken the command fails with exit status 3 and prints no URL. The password is never
 printed (the URL has none) and never reaches the server's command line.
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from respkv.cli._common import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, CliError, int_at_least
 
 if TYPE_CHECKING:
-    from respkv._server import LocalServer
+    from respkv.testing.servers import LocalServer
 
 __all__ = ["add_parser", "cmd_server", "server_args"]
 
@@ -101,7 +101,7 @@ def add_parser(sub: Any) -> None:
 
 def server_args(args: argparse.Namespace) -> list[str]:
     """The server's flags: the recommended ones, with the command's options applied."""
-    from respkv._server import recommended_args
+    from respkv.testing.servers import recommended_args
 
     flags = recommended_args()
     if args.io_threads is not None:
@@ -124,7 +124,7 @@ def _raise_interrupt(signum: int, frame: object) -> NoReturn:
 def _start(args: argparse.Namespace, flags: list[str]) -> LocalServer:
     """The started server; CliError (exit status 3) when it cannot start. Nothing has been
     printed to stdout then: a script reading the URL never gets one that is not ours."""
-    from respkv._server import LocalServer, PortTakenError
+    from respkv.testing.servers import LocalServer, PortTakenError
     from respkv.errors import ServerNotFoundError
 
     server = LocalServer(

@@ -59,7 +59,7 @@ def case_deleted(kind: str, server: Any) -> dict[str, Any]:
 
 
 def case_restart(kind: str, _: Any) -> dict[str, Any]:
-    from respkv._server import LocalServer
+    from respkv.testing.servers import LocalServer
 
     server = LocalServer(args=["--enable-debug-command", "yes"]).start()
     try:

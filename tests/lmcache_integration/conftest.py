@@ -71,7 +71,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Any]:
-    from respkv._server import LocalServer
+    from respkv.testing.servers import LocalServer
 
     with LocalServer() as s:
         yield s

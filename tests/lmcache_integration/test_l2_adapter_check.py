@@ -65,7 +65,7 @@ def test_check_passes_on_lmcache_own_resp(flushed: Any, capsys: pytest.CaptureFi
 
 
 def _secret_server() -> Any:
-    from respkv._server import LocalServer
+    from respkv.testing.servers import LocalServer
 
     return LocalServer(password="pw-only-in-the-environment").start()
 

@@ -1,7 +1,7 @@
 """Start and stop a throwaway local Redis Cluster / Valkey Cluster.
 
 Used by the cluster test fixtures, ``respkv server --cluster N`` and ``respkv bench
---cluster``. Each node is a :class:`~respkv._server.LocalServer` (loopback only, free
+--cluster``. Each node is a :class:`~respkv.testing.servers.LocalServer` (loopback only, free
 port, persistence off, its own temporary directory, stopped by pid) started with
 ``--cluster-enabled yes``. Two more ports per node are chosen here, since Redis's
 default cluster bus port (``port + 10000``) may be taken or above 65535: the bus port is
@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from respkv._admin import AdminConnection
 from respkv._options import ConnectionOptions, TLSOptions
-from respkv._server import LocalServer, TlsFiles, find_server_binary, free_port
+from respkv.testing.servers import LocalServer, TlsFiles, find_server_binary, free_port
 
 __all__ = [
     "DEFAULT_NODE_TIMEOUT_MS",

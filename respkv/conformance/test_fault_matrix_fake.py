@@ -1,9 +1,9 @@
 """Fault matrix, part 4: replies no real server sends, from a scripted fake server.
 
-:class:`~respkv._fakeserver.FakeServer` answers like a minimal server except where a
+:class:`~respkv.testing.fakeserver.FakeServer` answers like a minimal server except where a
 case scripts it: ``-LOADING`` on demand, integers past 64 bits, an endless line, replies
 of the wrong type, an extra reply glued to a real one. The same four checks as every
-matrix case (see :mod:`respkv._faultcheck`).
+matrix case (see :mod:`respkv.testing.faultcheck`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Final
 
 import pytest
 
-from respkv import ErrorKind, KeyStatus, _faultcheck
-from respkv._fakeserver import FakeServer, bulk
-from respkv._faultcheck import (
+from respkv import ErrorKind, KeyStatus
+from respkv.testing import faultcheck as _faultcheck
+from respkv.testing.fakeserver import FakeServer, bulk
+from respkv.testing.faultcheck import (
     OK,
     Open,
     Outcome,
@@ -29,7 +30,7 @@ from respkv._faultcheck import (
 
 PROMPT: Final = 10.0
 
-#: Fixtures shared by the matrix modules (see respkv._faultcheck).
+#: Fixtures shared by the matrix modules (see respkv.testing.faultcheck).
 opener = _faultcheck.opener
 
 
@@ -85,6 +86,7 @@ def test_fake_bad_integer(opener: Open, fake: FakeServer, reply: bytes, op: str)
     del opts
 
 
+@pytest.mark.connector_needs("strict_framing")
 def test_fake_endless_integer_line(opener: Open, fake: FakeServer) -> None:
     """10 MB of ``:111...`` and no CRLF: a protocol error at the line limit, not 10 MB
     buffered (issue 9, defect 11)."""
@@ -98,6 +100,7 @@ def test_fake_endless_integer_line(opener: Open, fake: FakeServer) -> None:
     del opts
 
 
+@pytest.mark.connector_needs("reply_types")
 def test_fake_unexpected_reply_types(opener: Open, fake: FakeServer) -> None:
     """Well-formed replies of the wrong type: UNEXPECTED_REPLY, described by the type byte
     and first line; the stream stays in sync."""

@@ -2,7 +2,7 @@
 
 Dedicated servers come from ``make_server`` or are started directly on a fixed port
 (never the shared session server: a case that stops or kills a server owns it). The same
-four checks as every matrix case (see :mod:`respkv._faultcheck`): no wrong hit, each
+four checks as every matrix case (see :mod:`respkv.testing.faultcheck`): no wrong hit, each
 key's status and failure kind, bounded time, recovery by the same connector. Replies no
 real server sends are in ``test_fault_matrix_fake.py``.
 """
@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
-from respkv import Client, ConnectionOptions, Connector, ErrorKind, KeyStatus, _faultcheck
+from respkv import Client, ConnectionOptions, Connector, ErrorKind, KeyStatus
 from respkv._admin import AdminConnection
-from respkv._faultcheck import (
+from respkv.testing import ConnectorFactory
+from respkv.testing import faultcheck as _faultcheck
+from respkv.testing.faultcheck import (
     MISS,
     OK,
     Open,
@@ -35,8 +37,7 @@ from respkv._faultcheck import (
     recover,
     server_error,
 )
-from respkv._server import LocalServer, find_server_binary, free_port
-from respkv.testing import ConnectorFactory
+from respkv.testing.servers import LocalServer, find_server_binary, free_port
 
 PROMPT: Final = 10.0
 #: Redis loads the RDB with a pause per key of this many microseconds (``key-load-delay``)
@@ -46,7 +47,7 @@ LOAD_KEYS: Final = 400
 
 MakeServer = Callable[..., LocalServer]
 
-#: Fixtures shared by the matrix modules (see respkv._faultcheck).
+#: Fixtures shared by the matrix modules (see respkv.testing.faultcheck).
 opener = _faultcheck.opener
 
 
@@ -175,7 +176,8 @@ def test_sigkill_mid_get_then_restart(
         again = [poisoned(size) for _ in keys]
         g = finish(conn, conn.submit_batch_get(keys, again), PROMPT)
         expect(g, [MISS] * len(keys), opts.address)
-        assert all(b == poisoned(size) for b in again), "a MISS wrote into its buffer"
+        for key, buf in zip(keys, again):
+            assert buf == poisoned(size), f"{key}: a MISS wrote into its buffer"
         recover(conn, "kill-get")
 
 
@@ -220,9 +222,11 @@ def test_sigstop_batch_deadline(opener: Open, make_server: MakeServer) -> None:
     sent = Outcome(KeyStatus.TIMEOUT, ErrorKind.DEADLINE, in_flight=True, timeout=0.3)
     unsent = Outcome(KeyStatus.TIMEOUT, ErrorKind.DEADLINE, in_flight=False, timeout=0.3)
     expect(c, [sent, unsent, unsent], opts.address)
-    assert all(b == poisoned(size) for b in out), "nothing was sent back: buffers untouched"
+    for i, buf in enumerate(out):
+        assert buf == poisoned(size), f"key {i}: nothing was sent back, yet its buffer changed"
     recover(conn, "stop-deadline")
-    assert all(b == poisoned(size) for b in out), "a buffer was written after its completion"
+    for i, buf in enumerate(out):
+        assert buf == poisoned(size), f"key {i}: its buffer was written after its completion"
 
 
 def test_sigstop_client_timeout_then_buffer_reuse(

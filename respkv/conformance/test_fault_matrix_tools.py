@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from respkv import ConnectionOptions
-from respkv._fakeserver import CLOSE, SILENT, FakeServer
-from respkv._faultcheck import POISON, keyed_value, poisoned
-from respkv._faultproxy import FaultProxy
+from respkv.testing.fakeserver import CLOSE, SILENT, FakeServer
+from respkv.testing.faultcheck import POISON, keyed_value, poisoned
+from respkv.testing.faultproxy import FaultProxy
 
 GET_K = b"*2\r\n$3\r\nGET\r\n$4\r\ntool\r\n"
 SET_K = b"*3\r\n$3\r\nSET\r\n$4\r\ntool\r\n$5\r\nhello\r\n"

@@ -3,7 +3,7 @@
 Fixtures
 --------
 ``cluster_binary`` / ``local_cluster``
-    The server binary, and a session-wide :class:`~respkv._clusterserver.LocalCluster`
+    The server binary, and a session-wide :class:`~respkv.testing.clusters.LocalCluster`
     (3 masters, 3 replicas; one per xdist worker), parametrized over the binaries on PATH:
     ``redis-server`` always, ``valkey-server`` when present. Tests that share it must
     leave it healthy (every slot owned, every node up); tests that kill nodes or
@@ -42,9 +42,9 @@ import pytest
 
 from respkv._cluster.options import ClusterOptions
 from respkv._cluster.router import ClusterConnector, NodeFactory
-from respkv._clusterserver import LocalCluster
 from respkv._contract import Connector
 from respkv._options import ConnectionOptions
+from respkv.testing.clusters import LocalCluster
 
 __all__ = ["CLUSTER_READY_TIMEOUT", "cluster_factory", "node_factory_override"]
 

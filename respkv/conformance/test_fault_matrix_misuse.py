@@ -33,10 +33,15 @@ from respkv import (
     Connector,
     ErrorKind,
     KeyStatus,
-    _faultcheck,
 )
 from respkv._admin import AdminConnection
-from respkv._faultcheck import (
+from respkv._options import MAX_TIMEOUT
+from respkv.config import load
+from respkv.errors import ConnectionClosedError
+from respkv.kvstore import KVStore
+from respkv.testing import ConnectorFactory, wait_for
+from respkv.testing import faultcheck as _faultcheck
+from respkv.testing.faultcheck import (
     Outcome,
     check_hits,
     finish,
@@ -44,13 +49,8 @@ from respkv._faultcheck import (
     poisoned,
     recover,
 )
-from respkv._faultproxy import FaultProxy
-from respkv._options import MAX_TIMEOUT
-from respkv._server import LocalServer
-from respkv.config import load
-from respkv.errors import ConnectionClosedError
-from respkv.kvstore import KVStore
-from respkv.testing import ConnectorFactory, wait_for
+from respkv.testing.faultproxy import FaultProxy
+from respkv.testing.servers import LocalServer
 
 PROMPT: Final = 10.0
 #: A fork case's interpreter: start, connect, fork, wait for the child (bounded).
@@ -61,16 +61,14 @@ FILL_FDS: Final = 1100
 # The child's verdict is its exit status (0: every check held); the parent prints it.
 _FORK_SCRIPT = textwrap.dedent(
     """
-    import importlib, json, os, sys, time
+    import json, os, sys, time
     from respkv import ConnectionOptions
     from respkv.errors import ForkedError
-    from respkv._faultcheck import finish
+    from respkv.testing import load_factory
+    from respkv.testing.faultcheck import finish
 
-    target, host, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    module, _, name = target.partition(":")
-    factory = importlib.import_module(module)
-    for part in name.split("."):
-        factory = getattr(factory, part)
+    spec, host, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    factory = load_factory(spec)
     conn = factory(ConnectionOptions(host=host, port=port, num_workers=4))
     assert finish(conn, conn.submit_batch_set(["fork:k"], [b"v"]), 10).ok
 
@@ -138,21 +136,15 @@ _FORK_SCRIPT = textwrap.dedent(
     """
 )
 
-#: One server for this module's cases (see respkv._faultcheck).
+#: One server for this module's cases (see respkv.testing.faultcheck).
 matrix_server = _faultcheck.matrix_server
 
 
-def _factory_path(factory: ConnectorFactory) -> str:
-    return f"{factory.__module__}:{factory.__qualname__}"
-
-
 @pytest.mark.parametrize("mode", ["exit", "close", "use", "mp-untouched", "mp-use"])
-def test_fork(
-    connector_factory: ConnectorFactory, redis_options: ConnectionOptions, mode: str
-) -> None:
+def test_fork(connector_spec: str, redis_options: ConnectionOptions, mode: str) -> None:
     """A forked child exits cleanly whatever it does with the inherited connector (issue
     9, defect 3); using it raises ForkedError at once (defect 4); the parent carries on."""
-    args = [_factory_path(connector_factory), redis_options.host, str(redis_options.port), mode]
+    args = [connector_spec, redis_options.host, str(redis_options.port), mode]
     proc = subprocess.run(
         [sys.executable, "-c", _FORK_SCRIPT, *args],
         capture_output=True,
@@ -399,7 +391,9 @@ def test_more_than_1024_fds(
         assert client.batch_set(keys, [keyed_value(k, 5000) for k in keys]).ok
         out = [poisoned(5000), poisoned(5000)]
         r = client.batch_get(keys, out, timeout=PROMPT)
-        assert r.ok and all(bytes(b) == keyed_value(k, 5000) for k, b in zip(keys, out))
+        assert r.ok, r.failures
+        for key, buf in zip(keys, out):
+            assert bytes(buf) == keyed_value(key, 5000), f"{key}: read back differs"
         store = KVStore(client, key_prefix="fd:")
         assert store.put(["c"], [keyed_value("fd:c", 100)]).ok
         assert store.contains(["c", "d"]).statuses == (KeyStatus.OK, KeyStatus.MISS)

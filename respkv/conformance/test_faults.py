@@ -12,9 +12,9 @@ import time
 import numpy as np
 
 from respkv import Completion, ConnectionOptions, ErrorKind, KeyStatus
-from respkv._faultproxy import FaultProxy
-from respkv._server import free_port
 from respkv.testing import ConnectorFactory, wait_for
+from respkv.testing.faultproxy import FaultProxy
+from respkv.testing.servers import free_port
 
 
 def _via(proxy: FaultProxy, options: ConnectionOptions, **kw: object) -> ConnectionOptions:

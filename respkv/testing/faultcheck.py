@@ -1,4 +1,4 @@
-"""What every case of the fault matrix asserts, in one place (used by ``conformance/``).
+"""What every case of the fault matrix asserts, in one place (used by ``respkv.conformance``).
 
 A KV cache that reports a wrong value as a hit corrupts a model's output silently, so
 the matrix checks data before anything else:
@@ -13,7 +13,7 @@ the matrix checks data before anything else:
   :class:`~respkv.ErrorKind` with what the case predicts, and checks the contract's
   bookkeeping: every failed key carries a :class:`~respkv.Failure` whose kind maps to
   its status, ``address`` is filled, no key that did not fail carries one.
-* **Bounded time.** :func:`finish` waits for one batch on the event fd (``selectors``:
+* **Bounded time.** :func:`finish` waits for one batch on the event fd (``poll``:
   no limit on descriptor numbers) and fails the case as a hang past its bound.
 * **Recovery.** :func:`recover` runs a fresh SET and GET round trip on the *same*
   connector object after the fault is gone.
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import selectors
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,7 +36,8 @@ import pytest
 
 from respkv._contract import STATUS_OF_KIND, Completion, Connector, ErrorKind, KeyStatus
 from respkv._options import ConnectionOptions
-from respkv._server import LocalServer
+from respkv.testing.servers import LocalServer
+from respkv.testing.waiting import wait_for
 
 __all__ = [
     "MATRIX_OPTIONS",
@@ -65,9 +64,6 @@ _LOW, _HIGH = 0x20, 0x7F
 #: Bound on a recovery round trip: generous, since a reconnect may wait a backoff.
 RECOVER_WITHIN: Final = 15.0
 
-_unclaimed: dict[int, dict[int, Completion]] = {}
-
-
 #: Maps any byte onto the printable range.
 _PRINTABLE: Final = bytes(_LOW + b % (_HIGH - _LOW) for b in range(256))
 
@@ -91,22 +87,16 @@ def poisoned(size: int) -> bytearray:
 def finish(conn: Connector, batch_id: int, within: float) -> Completion:
     """Wait (on the event fd) for ``batch_id``; fail as a hang after ``within`` seconds.
 
-    Completions of other batches are kept for their own call, and a batch reported
-    twice fails the case.
+    Completions of other batches are kept for their own call (per connector object:
+    :func:`respkv.testing.wait_for`), and a batch reported twice fails the case.
     """
-    store = _unclaimed.setdefault(id(conn), {})
-    deadline = time.monotonic() + within
-    with selectors.DefaultSelector() as sel:
-        sel.register(conn.event_fd(), selectors.EVENT_READ)
-        while batch_id not in store:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"batch {batch_id} did not complete within {within} s (hang)")
-            sel.select(remaining)
-            for c in conn.drain_completions():
-                assert c.batch_id not in store, f"batch {c.batch_id} completed twice"
-                store[c.batch_id] = c
-    return store.pop(batch_id)
+    try:
+        c: Completion = wait_for(conn, batch_id, within)
+    except TimeoutError:
+        raise AssertionError(
+            f"batch {batch_id} did not complete within {within} s (hang)"
+        ) from None
+    return c
 
 
 def check_hits(c: Completion, keys: Sequence[str | bytes], buffers: Sequence[Any]) -> int:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from respkv import ConnectionOptions, ErrorKind, Failure, KeyStatus
 from respkv._admin import AdminConnection
-from respkv._server import LocalServer
 from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD, ConnectorFactory, wait_for
+from respkv.testing.servers import LocalServer
 
 
 def _failure(f: Failure | None, kind: ErrorKind) -> Failure:
