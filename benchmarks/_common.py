@@ -30,8 +30,8 @@ from typing import Any, Final
 import respkv
 from respkv._admin import AdminConnection
 from respkv._options import ConnectionOptions
-from respkv.testing.servers import LocalServer, recommended_args
 from respkv.client import Client
+from respkv.testing.servers import LocalServer, recommended_args
 
 KIB: Final = 1024
 MIB: Final = 1024 * KIB

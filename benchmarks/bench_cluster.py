@@ -48,13 +48,13 @@ from benchmarks._common import (
 )
 from respkv._admin import AdminConnection
 from respkv._backend import open_connector
-from respkv.testing.clusters import LocalCluster
 from respkv._contract import Connector
 from respkv._options import ConnectionOptions
-from respkv.testing.servers import LocalServer, recommended_args
 from respkv.client import Client
 from respkv.cluster import ClusterConnector, ClusterOptions
 from respkv.testing import wait_for
+from respkv.testing.clusters import LocalCluster
+from respkv.testing.servers import LocalServer, recommended_args
 
 #: (chunk MiB, keys): the shapes issue 12 asks for.
 CONFIGS: Final = ((4.0, 300), (1.0, 900))

@@ -15,9 +15,9 @@ import pytest
 
 import respkv.aio
 from respkv import ConnectionOptions, ErrorKind, KeyStatus, ResultError
+from respkv.errors import ReplyError
 from respkv.testing.faultproxy import FaultProxy
 from respkv.testing.servers import free_port
-from respkv.errors import ReplyError
 
 MIB = 1 << 20
 POISON = 0xA5

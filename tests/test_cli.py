@@ -25,11 +25,11 @@ import respkv
 from respkv._admin import AdminConnection
 from respkv._contract import BatchResult, KeyStatus
 from respkv._options import ConnectionOptions
-from respkv.testing.servers import LocalServer, free_port
 from respkv.cli import main
 from respkv.cli._measure import BenchConfig, bench_keys, first_mismatch, make_chunks, verify
 from respkv.cli._target import SERVER_ENV
 from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD
+from respkv.testing.servers import LocalServer, free_port
 
 #: Flags for a tiny but complete bench run: 6 chunks of 256 KiB over 2 workers.
 SMALL = ["--num-keys", "6", "--chunk-mb", "0.25", "--num-workers", "2", "--warmup", "0"]

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from respkv.testing.servers import LocalServer
 from respkv.cli import bench as bench_cmd
 from respkv.cli import main
 from respkv.cli._measure import BenchConfig, Phase, bench_steps, run_bench
 from respkv.cli._progress import PhaseReporter
 from respkv.cli._target import SERVER_ENV
+from respkv.testing.servers import LocalServer
 
 #: A tiny complete run: 4 chunks of 256 KiB, 2 workers, no warmup.
 SMALL = ["--num-keys", "4", "--chunk-mb", "0.25", "--num-workers", "2", "--warmup", "0"]

@@ -11,9 +11,9 @@ import socket
 import pytest
 
 from respkv import __version__
-from respkv.testing.servers import LocalServer, free_port
 from respkv.cli import main
 from respkv.cli._target import SERVER_ENV
+from respkv.testing.servers import LocalServer, free_port
 
 
 @pytest.fixture(autouse=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from respkv.testing.servers import LocalServer
 from respkv.cli import main
 from respkv.config import load, redact_url
 from respkv.errors import ConfigError
 from respkv.testing import AUTH_PASSWORD
+from respkv.testing.servers import LocalServer
 
 SECRET = "TOPSECRET"
 

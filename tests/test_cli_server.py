@@ -20,9 +20,9 @@ import pytest
 import respkv
 from respkv._admin import AdminConnection
 from respkv._options import ConnectionOptions
-from respkv.testing.servers import LocalServer
 from respkv.cli import main
 from respkv.errors import ReplyError
+from respkv.testing.servers import LocalServer
 
 #: Seconds a child ``respkv server`` may take to start or stop.
 CHILD_TIMEOUT = 60

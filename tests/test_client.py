@@ -14,11 +14,11 @@ import pytest
 import respkv
 from respkv import ConnectionClosedError, ConnectionOptions, ErrorKind, KeyStatus, Op, ResultError
 from respkv._clientbase import PIPELINE_KEYS
-from respkv.testing.faultproxy import FaultProxy
-from respkv.testing.servers import LocalServer, free_port
 from respkv._validate import MAX_KEY_BYTES
 from respkv.errors import ReplyError
 from respkv.testing import AUTH_PASSWORD
+from respkv.testing.faultproxy import FaultProxy
+from respkv.testing.servers import LocalServer, free_port
 
 MIB = 1 << 20
 #: A poison byte: a buffer still full of it was not written.

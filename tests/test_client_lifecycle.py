@@ -29,10 +29,10 @@ import respkv
 import respkv.aio
 from respkv import ConnectionOptions, ForkedError
 from respkv._admin import AdminConnection
-from respkv.testing.faultproxy import FaultProxy
 from respkv.client import wait_readable
 from respkv.eviction import EvictionConfig
 from respkv.kvstore import KVStore
+from respkv.testing.faultproxy import FaultProxy
 
 #: How long a forked child may take to report (it should take milliseconds).
 CHILD_TIMEOUT = 30.0

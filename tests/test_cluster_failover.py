@@ -13,10 +13,10 @@ from typing import Final
 import numpy as np
 
 from respkv import ErrorKind, KeyStatus
-from respkv.testing.clusters import ClusterNode, LocalCluster, parse_info
-from respkv.testing.cluster import open_cluster_connector
 from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
 from respkv.testing import wait_for
+from respkv.testing.cluster import open_cluster_connector
+from respkv.testing.clusters import ClusterNode, LocalCluster, parse_info
 
 OK = KeyStatus.OK
 #: cluster-node-timeout of these clusters (ms): failover in a few seconds, yet not so

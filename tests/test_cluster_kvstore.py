@@ -12,12 +12,12 @@ import redis
 
 from respkv import KeyStatus
 from respkv._cluster.admin import ClusterAdminLink
-from respkv.testing.clusters import LocalCluster
 from respkv.client import Client
 from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
 from respkv.errors import ReplyError, ResultError
 from respkv.eviction import EvictionConfig
 from respkv.kvstore import KVStore, chunk_key
+from respkv.testing.clusters import LocalCluster
 
 CHUNK = 64 * 1024
 

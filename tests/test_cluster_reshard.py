@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from respkv import ErrorKind, KeyStatus
-from respkv.testing.clusters import LocalCluster
-from respkv.testing.cluster import open_cluster_connector
-from respkv.testing.fakeserver import FakeServer
 from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
 from respkv.testing import wait_for
+from respkv.testing.cluster import open_cluster_connector
+from respkv.testing.clusters import LocalCluster
+from respkv.testing.fakeserver import FakeServer
 
 OK, MISS = KeyStatus.OK, KeyStatus.MISS
 #: Bytes of each workload value (small: MIGRATE copies them on the server's main thread).

@@ -22,12 +22,12 @@ import respkv
 import respkv.aio
 from respkv import ErrorKind, KeyStatus, Op
 from respkv._backend import open_connector
-from respkv.testing.clusters import ClusterNode, LocalCluster
-from respkv.testing.cluster import open_cluster_connector
-from respkv.testing.servers import free_port
 from respkv.cluster import ClusterConnector, ClusterOptions, key_slot
 from respkv.errors import ConnectionClosedError, ForkedError
 from respkv.testing import CertificateSet, wait_for
+from respkv.testing.cluster import open_cluster_connector
+from respkv.testing.clusters import ClusterNode, LocalCluster
+from respkv.testing.servers import free_port
 
 OK, MISS = KeyStatus.OK, KeyStatus.MISS
 

@@ -11,13 +11,13 @@ import pytest
 from respkv._cluster.batch import parse_redirect
 from respkv._cluster.link import LinkError
 from respkv._cluster.topology import Shard, Topology, fetch_topology, parse_shards, parse_slots
-from respkv.testing.clusters import LocalCluster
 from respkv._options import ConnectionOptions
-from respkv.testing.servers import LocalServer, free_port
 from respkv.cluster import SLOT_COUNT, ClusterOptions, hash_tag, key_slot, slots_of
 from respkv.config import load, redact_url, resolve
 from respkv.errors import ConfigError
 from respkv.testing import AUTH_PASSWORD
+from respkv.testing.clusters import LocalCluster
+from respkv.testing.servers import LocalServer, free_port
 
 
 def test_crc16_vectors() -> None:

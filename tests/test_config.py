@@ -12,10 +12,10 @@ import pytest
 
 import respkv
 from respkv import ConfigError, ConnectionOptions, TLSOptions
-from respkv.testing.servers import LocalServer
 from respkv.config import ENV_FALLBACKS, VALID_KEYS, load, redact_url, resolve
 from respkv.eviction import EvictionConfig
 from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD
+from respkv.testing.servers import LocalServer
 
 #: The reference system's L2-adapter JSON, field for field.
 REFERENCE_JSON: dict[str, Any] = {

@@ -10,10 +10,10 @@ import pytest
 
 import respkv
 from respkv import ConnectionOptions, KeyStatus
-from respkv.testing.servers import LocalServer
 from respkv.client import Client
 from respkv.eviction import EvictionConfig
 from respkv.kvstore import KVStore, chunk_key
+from respkv.testing.servers import LocalServer
 
 KIB = 1024
 CHUNK = 64 * KIB

@@ -21,11 +21,11 @@ from respkv import BatchResult, ConnectionOptions, KeyStatus
 from respkv._admin import AdminConnection
 from respkv._compat import BufferLike
 from respkv._contract import KeyLike
-from respkv.testing.faultproxy import FaultProxy
-from respkv.testing.servers import LocalServer
 from respkv.client import Client
 from respkv.eviction import EvictionConfig
 from respkv.kvstore import KVStore
+from respkv.testing.faultproxy import FaultProxy
+from respkv.testing.servers import LocalServer
 
 KIB = 1024
 CHUNK = 64 * KIB

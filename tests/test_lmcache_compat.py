@@ -15,7 +15,6 @@ import pytest
 
 from respkv import ConnectionOptions
 from respkv._admin import AdminConnection
-from respkv.testing.servers import LocalServer
 from respkv.compat.lmcache import (
     EMPTY_BATCH_MESSAGE,
     MISMATCH_MESSAGE,
@@ -24,6 +23,7 @@ from respkv.compat.lmcache import (
 )
 from respkv.errors import ConfigError
 from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD
+from respkv.testing.servers import LocalServer
 
 #: Generous bound on one completion here (the engines' own deadlines are shorter).
 WAIT_S = 20.0

@@ -18,9 +18,9 @@ import respkv.aio
 from respkv import ConnectionOptions, Connector, ErrorKind, KeyStatus, Op
 from respkv._admin import AdminConnection
 from respkv._clientbase import ClientStats
-from respkv.testing.servers import LocalServer
 from respkv.metrics import CONTENT_TYPE, prometheus_text
 from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD, wait_for
+from respkv.testing.servers import LocalServer
 
 parser = pytest.importorskip("prometheus_client.parser")
 

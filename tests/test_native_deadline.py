@@ -23,8 +23,8 @@ from typing import Any, Final
 import pytest
 
 from respkv import ConnectionOptions, ErrorKind, KeyStatus
-from respkv.testing.faultproxy import FaultProxy
 from respkv.testing import wait_for
+from respkv.testing.faultproxy import FaultProxy
 
 SIZE: Final = 8 * 1024 * 1024
 #: Payload bytes that trickle in before the stall: they land in the buffer.

@@ -31,11 +31,11 @@ import pytest
 from respkv import ConnectionOptions, ErrorKind, KeyStatus, Op, TLSOptions, resp2
 from respkv._admin import AdminConnection, handshake_commands
 from respkv._contract import CONTRACT_VERSION
-from respkv.testing.faultproxy import FaultProxy
 from respkv._limits import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES, MAX_IOV
 from respkv._options import MAX_TIMEOUT
 from respkv.errors import ConfigError, ConnectionClosedError
 from respkv.testing import require_native, wait_for
+from respkv.testing.faultproxy import FaultProxy
 
 MIB = 1024 * 1024
 #: Any single wait in these tests (sanitizer builds are several times slower).

@@ -19,7 +19,6 @@ from typing import Final
 import pytest
 
 import respkv.config
-from respkv.testing.fakeserver import SILENT, FakeServer
 from respkv._options import (
     MAX_DEFAULT_WORKERS,
     MIN_DEFAULT_WORKERS,
@@ -27,6 +26,7 @@ from respkv._options import (
     default_num_workers,
 )
 from respkv.testing import ConnectorFactory
+from respkv.testing.fakeserver import SILENT, FakeServer
 
 #: Two values above LARGE_VALUE_BYTES (256 KiB), so each counts against window_values.
 VALUE_BYTES: Final = 512 * 1024

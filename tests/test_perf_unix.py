@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 import respkv
-from respkv.testing.servers import LocalServer
 from respkv.cli import main
 from respkv.cli._target import SERVER_ENV
+from respkv.testing.servers import LocalServer
 
 #: Values above LARGE_VALUE_BYTES (256 KiB), so the large-value path is the one used.
 VALUE_BYTES = 512 * 1024

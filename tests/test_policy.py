@@ -27,9 +27,9 @@ from respkv._admin import (
     handshake_commands,
     handshake_required,
 )
-from respkv.testing.servers import LocalServer
 from respkv._tls import NO_TLS_MESSAGE, NO_TLS_REASON, TLS_MIN_VERSION, tls_policy
 from respkv.errors import ReplyError
+from respkv.testing.servers import LocalServer
 
 PACKAGE = Path(respkv.__file__).parent
 

@@ -24,9 +24,9 @@ from typing import Final
 import pytest
 
 from respkv import ConnectionOptions, ErrorKind, KeyStatus, TLSOptions
-from respkv.testing.fakeserver import SILENT, FakeServer
 from respkv._pyengine import PyConnector
 from respkv.testing import wait_for
+from respkv.testing.fakeserver import SILENT, FakeServer
 
 #: A connect_timeout far longer than any wait below: a batch that completes within
 #: WAIT did not wait for it.

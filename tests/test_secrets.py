@@ -17,10 +17,10 @@ import pytest
 
 import respkv
 from respkv import ConfigError, KeyStatus
-from respkv.testing.servers import LocalServer
 from respkv.cli import main as cli_main
 from respkv.config import load, redact_url
 from respkv.kvstore import KVStore
+from respkv.testing.servers import LocalServer
 
 SECRET = "Sup3r-Secret/Value@42"
 #: Every spelling in which the secret could show up.

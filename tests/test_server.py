@@ -18,6 +18,8 @@ import pytest
 
 from respkv._admin import AdminConnection
 from respkv._options import ConnectionOptions
+from respkv.errors import ReplyError, ServerNotFoundError
+from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD
 from respkv.testing.servers import (
     INSTALL_HINT,
     LocalServer,
@@ -26,8 +28,6 @@ from respkv.testing.servers import (
     free_port,
     recommended_args,
 )
-from respkv.errors import ReplyError, ServerNotFoundError
-from respkv.testing import ACL_PASSWORD, ACL_USER, AUTH_PASSWORD
 
 
 def admin(server: LocalServer, **options: object) -> AdminConnection:
@@ -205,7 +205,9 @@ def test_a_port_answered_by_another_server_is_not_taken_for_ours(
     with pytest.raises(PortTakenError, match="another server answers there"):
         server.start()
     assert is_stopped(server)
-    monkeypatch.setattr("respkv.testing.servers.free_port", lambda host="127.0.0.1": redis_server.port)
+    monkeypatch.setattr(
+        "respkv.testing.servers.free_port", lambda host="127.0.0.1": redis_server.port
+    )
     with pytest.raises(RuntimeError, match="did not start"):
         LocalServer(binary=not_a_server).start()
 

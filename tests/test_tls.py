@@ -26,10 +26,10 @@ import respkv
 from respkv import ConnectionOptions, ErrorKind, Failure, KeyStatus, TLSOptions
 from respkv._admin import AdminConnection
 from respkv._contract import CONTRACT_VERSION
-from respkv.testing.servers import LocalServer
 from respkv._tls import NO_TLS_MESSAGE
 from respkv.client import Client
 from respkv.testing import CertificateSet, make_certificates, require_native
+from respkv.testing.servers import LocalServer
 
 MIB = 1024 * 1024
 CORE = "respkv_native._core"

@@ -147,8 +147,8 @@ def server(args: argparse.Namespace) -> Iterator[Target]:
 
 @contextmanager
 def _throwaway(args: argparse.Namespace) -> Iterator[Target]:
-    from respkv.testing.servers import LocalServer, recommended_args
     from respkv.errors import ServerNotFoundError
+    from respkv.testing.servers import LocalServer, recommended_args
 
     local = LocalServer(binary=args.server_binary, args=recommended_args(), unix_socket=True)
     try:

@@ -97,8 +97,8 @@ def add_bench_flag(p: argparse.ArgumentParser) -> None:
 def _start(
     masters: int, replicas: int, *, binary: str | None, host: str, flags: list[str], password: str
 ) -> Any:
-    from respkv.testing.clusters import LocalCluster
     from respkv.errors import ServerNotFoundError
+    from respkv.testing.clusters import LocalCluster
 
     cluster = LocalCluster(masters=masters, replicas=replicas, binary=binary, host=host,
                            args=flags, password=password)  # fmt: skip
@@ -163,8 +163,8 @@ def _wait_for_an_exit(cluster: Any) -> int:
 def cluster_target(args: argparse.Namespace) -> Iterator[Target]:
     """A throwaway N-master cluster (no replicas) for ``respkv bench --cluster N``."""
     from respkv._cluster.options import ClusterOptions
-    from respkv.testing.servers import recommended_args
     from respkv.cli._target import Target, named_by, preflight
+    from respkv.testing.servers import recommended_args
 
     if named_by(args) is not None:
         raise CliError(

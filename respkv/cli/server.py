@@ -124,8 +124,8 @@ def _raise_interrupt(signum: int, frame: object) -> NoReturn:
 def _start(args: argparse.Namespace, flags: list[str]) -> LocalServer:
     """The started server; CliError (exit status 3) when it cannot start. Nothing has been
     printed to stdout then: a script reading the URL never gets one that is not ours."""
-    from respkv.testing.servers import LocalServer, PortTakenError
     from respkv.errors import ServerNotFoundError
+    from respkv.testing.servers import LocalServer, PortTakenError
 
     server = LocalServer(
         binary=args.server_binary,
