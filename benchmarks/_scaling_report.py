@@ -121,6 +121,11 @@ class Cell:
         return median(values) / (self.total / GB) if values else float("nan")
 
 
+def _workers_label(workers: int) -> str:
+    """A column's heading; 0 when every contender named its own worker count."""
+    return f"{workers} w" if workers else "workers as named"
+
+
 def fmt_rate(cell: Cell, name: str, op: str) -> str:
     rate = cell.rate(name, op)
     if math.isnan(rate):  # no samples
@@ -144,7 +149,7 @@ def report(
             f"batch): GB/s, median ±half the spread over rounds; x = / {shown}"
         )
         for op in OPS:
-            headers = [OP_LABEL[op], *(f"{c.workers} w" for c in row_cells)]
+            headers = [OP_LABEL[op], *(_workers_label(c.workers) for c in row_cells)]
             rows: list[list[str]] = []
             for name in names:
                 row = [name]
@@ -176,7 +181,7 @@ def report(
                 get_cpu = c.per_gb(name, "GET", "cpu")
                 row.append(f"{set_cpu:.3f} / {get_cpu:.3f}")
             cpu_rows.append(row)
-        headers = ["client CPU-s/GB SET / GET", *(f"{c.workers} w" for c in row_cells)]
+        headers = ["client CPU-s/GB SET / GET", *(_workers_label(c.workers) for c in row_cells)]
         print(Table(headers, cpu_rows).render())
         if probe:
             print_probe(row_cells, names)

@@ -16,9 +16,10 @@ Contenders are named on the command line (``--contenders``), each
   ``num_workers`` wins over the cell's, so worker counts can alternate within one cell;
 * ``lmcache``: LMCache's own native client (``lmcache.lmcache_redis`` from the released
   wheel, the contender class of :mod:`benchmarks.side_by_side`; ``lmcache:num_workers=8``
-  fixes its worker count). When ``lmcache`` does not import, ``--lmcache-site DIR`` (or
-  ``RESPKV_LMCACHE_SITE``) names a site-packages directory that has it, e.g. the
-  ``nox -s lmcache`` virtualenv's; it is appended to ``sys.path``, so respkv itself
+  fixes its worker count), loaded as :mod:`benchmarks._lmcache_loader` says (with its
+  dependencies, or the extension alone with stand-in torch libraries). ``--lmcache-site
+  DIR`` (or ``RESPKV_LMCACHE_SITE``) names a site-packages directory that has it, e.g.
+  the ``nox -s lmcache`` virtualenv's; it is appended to ``sys.path``, so respkv itself
   still comes from this interpreter.
 
 ``--probe`` adds, per contender and operation, what the client and the server spent:
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import sys
 import time
@@ -54,6 +54,7 @@ from typing import Any, Final
 
 from benchmarks._common import MIB, check_equal, flush, machine, make_values, rotated, write_json
 from benchmarks._common import server_version as _server_version
+from benchmarks._lmcache_loader import load_lmcache_redis
 from benchmarks._scaling_report import OPS, Cell, cell_json, measured, report
 from benchmarks.side_by_side import BulkContender, LMCacheContender, RespkvContender
 from respkv._options import ConnectionOptions
@@ -111,17 +112,14 @@ def parse_spec(text: str) -> Spec:
 
 
 def load_lmcache(site: str | None) -> Any:
-    """``lmcache.lmcache_redis``, or None with the reason printed."""
-    if site:
-        sys.path.append(site)
-    try:
-        module = importlib.import_module("lmcache.lmcache_redis")
-    except ImportError as exc:
+    """``lmcache_redis`` (see :mod:`benchmarks._lmcache_loader`), or None with the
+    reason printed."""
+    module, how = load_lmcache_redis(site)
+    if module is None:
         hint = "" if site else f" (--lmcache-site or {LMCACHE_SITE_ENV} may name a venv's)"
-        print(f"(LMCache native skipped: lmcache.lmcache_redis does not load: {exc}{hint})")
+        print(f"(LMCache native skipped: {how}{hint})")
         return None
-    version = getattr(importlib.import_module("lmcache"), "__version__", "?")
-    print(f"(LMCache native: lmcache {version} from {os.path.dirname(module.__file__ or '?')})")
+    print(f"(LMCache native: {how})")
     return module
 
 
