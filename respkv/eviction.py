@@ -146,8 +146,18 @@ class Victim:
 _EXPIRY_SLACK: Final = 64
 
 
+#: How long after a SET's unknown outcome a miss may settle it as absent. A server still
+#: holds the bytes of a connection the client dropped in its receive buffer, and applies a
+#: complete SET found there *after* the drop (the soak saw ABORTED, then a GET miss, then
+#: EXISTS finding the key): a miss answered within this window is not proof. Measured:
+#: the late SETs the soak saw landed within milliseconds; 5 s covers a busy server. A
+#: server stalled for longer (SIGSTOP) can still apply one later; the next reconcile or
+#: SCAN recovery then finds it.
+UNSETTLED_GRACE: Final = 5.0
+
+
 class _Entry:
-    __slots__ = ("expires", "generation", "size", "unsettled")
+    __slots__ = ("expires", "generation", "size", "unsettled", "unsettled_at")
 
     def __init__(
         self,
@@ -161,6 +171,8 @@ class _Entry:
         self.generation = generation
         #: The SET that made this entry had an unknown outcome; nothing has settled it.
         self.unsettled = unsettled
+        #: When that outcome became unknown (the tracker's clock), for UNSETTLED_GRACE.
+        self.unsettled_at = 0.0
         #: Monotonic time by which the server has dropped the key (its ttl), or None.
         self.expires = expires
 
@@ -232,6 +244,7 @@ class LRUTracker:
             entry = self._entries.get(key)
             if entry is None:
                 entry = _Entry(size, self._generation, unsettled=True, expires=expires)
+                entry.unsettled_at = self.clock()
                 self._entries[key] = entry
                 self._entries.move_to_end(key, last=False)
                 self._used += size
@@ -241,6 +254,8 @@ class LRUTracker:
                     self._used += size - entry.size
                     entry.size = size
                 entry.generation = self._generation
+                if entry.unsettled:
+                    entry.unsettled_at = self.clock()  # a new unknown outcome: wait again
                 if expires is None or entry.expires is None:
                     entry.expires = None
                 else:
@@ -337,6 +352,8 @@ class LRUTracker:
             entry = self._entries.get(key)
             if entry is None or (since is not None and entry.generation > since):
                 return False
+            if entry.unsettled and self.clock() - entry.unsettled_at < UNSETTLED_GRACE:
+                return False  # too soon after the unknown outcome to trust a miss
             return self._drop(key, vanished=True)
 
     def deleted(self, key: bytes) -> bool:

@@ -251,7 +251,8 @@ class KVStore:
     def reconcile(self) -> int:
         """Settle keys whose SET outcome was unknown with one EXISTS batch (at most
         :data:`MAX_RECONCILE_KEYS`): present keys are settled in place, missing ones
-        leave the tracking. Returns how many were settled either way."""
+        leave the tracking once :data:`~respkv.eviction.UNSETTLED_GRACE` has passed since
+        their unknown outcome. Returns how many were settled either way."""
         keys = self._tracker.unsettled_keys(MAX_RECONCILE_KEYS)
         if not keys:
             return 0
@@ -261,10 +262,8 @@ class KVStore:
         for key, status in zip(keys, result.statuses, strict=True):
             if status is KeyStatus.OK:
                 self._tracker.settled(key)
-            elif status is KeyStatus.MISS:
-                self._tracker.gone(key, since)
-            else:
-                continue
+            elif not (status is KeyStatus.MISS and self._tracker.gone(key, since)):
+                continue  # a failure, or a miss too soon to trust (UNSETTLED_GRACE)
             settled += 1
         self._notify_room()
         return settled

@@ -22,7 +22,7 @@ from respkv._admin import AdminConnection
 from respkv._compat import BufferLike
 from respkv._contract import KeyLike
 from respkv.client import Client
-from respkv.eviction import EvictionConfig
+from respkv.eviction import UNSETTLED_GRACE, EvictionConfig
 from respkv.kvstore import KVStore
 from respkv.testing.faultproxy import FaultProxy
 from respkv.testing.servers import LocalServer
@@ -220,10 +220,30 @@ def test_reconcile_settles_unknown_outcomes(
         store._tracker.maybe_stored(b"rc:lost", 20)
         usage = store.usage()
         assert (usage.used_bytes, usage.unsettled_keys, usage.unsettled_bytes) == (30, 1, 20)
+        # Too soon after the unknown outcome, a miss is no proof (UNSETTLED_GRACE).
+        assert store.reconcile() == 0 and store.usage().unsettled_keys == 1
+        store._tracker.clock = lambda: time.monotonic() + UNSETTLED_GRACE
         assert store.reconcile() == 1
         usage = store.usage()
         assert (usage.used_bytes, usage.keys, usage.unsettled_keys) == (10, 1, 0)
         assert store.reconcile() == 0
+
+
+def test_a_set_applied_after_an_early_miss_stays_tracked(
+    redis_options: ConnectionOptions, backend_name: str, admin: AdminConnection
+) -> None:
+    """The soak's finding: a SET failed ABORTED, a GET missed, then the server applied the
+    SET from the dropped connection's bytes. The early miss must not untrack the key."""
+    with respkv.connect(redis_options, backend=backend_name, num_workers=1) as client:
+        store = KVStore(client, key_prefix="late:", evict_in="manual")
+        store._tracker.maybe_stored(b"late:k", 64)  # as put() records an unknown outcome
+        out = [bytearray(64)]
+        assert store.get(["k"], out).statuses == (KeyStatus.MISS,)
+        assert store.usage().unsettled_keys == 1, "an early miss untracked the key"
+        admin.command("SET", "late:k", b"v" * 64)  # the late apply
+        assert store.reconcile() == 1
+        usage = store.usage()
+        assert (usage.keys, usage.used_bytes, usage.unsettled_keys) == (1, 64, 0)
 
 
 def test_failed_store_with_known_outcome_is_not_counted(
