@@ -76,6 +76,15 @@ def test_pure_build_is_a_pure_wheel(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "respkv/py.typed" in names
     assert not [n for n in names if n.startswith("respkv_native")], names
+    # The conformance suite ships with its own pytest configuration, the test kit with
+    # it, and the wheel declares respkv-conformance and the plugin's pytest11 entry point.
+    for shipped in ("respkv/conformance/conformance.ini", "respkv/conformance/conftest.py",
+                    "respkv/conformance/test_basic.py", "respkv/testing/plugin.py"):  # fmt: skip
+        assert shipped in names, shipped
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    declared = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "respkv-conformance = respkv.conformance._run:main" in declared
+    assert "[pytest11]\nrespkv.testing.plugin = respkv.testing.plugin" in declared
 
 
 def test_no_hiredis_extra() -> None:
