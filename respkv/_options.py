@@ -5,22 +5,23 @@
 in fields that never reach ``repr`` (see :meth:`ConnectionOptions.__repr__`).
 
 Default numbers and where they come from (measured: ``benchmarks/scaling.py``, the
-figures in docs/performance.md, "Workers and windows"):
+figures in docs/performance.md, "Against LMCache's connector"):
 
 * ``num_workers``: :func:`default_num_workers` of this machine's cores: as many as
   there are cores, at least :data:`MIN_DEFAULT_WORKERS` and at most
   :data:`MAX_DEFAULT_WORKERS` (LMCache's default). Each worker owns one connection and
   keeps at most one large value in flight on it, so the workers set how many bytes the
-  server holds in flight at once; on 2 cores a single-threaded server served 4 MiB
-  GETs 20-40 % slower with 8 connections than with 1-4 (its reply buffers stop fitting
-  in cache and fault pages in), while 0.5-1 MiB chunks were as fast at 4 as at 8. A
-  ``num_workers`` given explicitly (argument, URL, JSON, environment) always wins.
+  server holds in flight at once. On 2 cores no count was best everywhere, but 4 had
+  the smallest worst case over 0.5-4 MiB SET/GET (within 18 % of the best count at every
+  point; 8 fell to 63 % on 4 MiB GET: 32 MB of replies in flight on a single-threaded
+  server). A ``num_workers`` given explicitly (argument, URL, JSON, environment) always
+  wins.
 * ``window_values=1`` / ``window_bytes=8 MiB``: large SET/GET requests in flight per
   connection. One, as LMCache's connector does: with a second large SET queued behind
   the first, Redis's greedy read after a large argument pulls the next value into the
   query buffer, which it then copies (``memmove``, 8 % -> 19 % of its time at 1 MiB x 8
-  connections) instead of adopting the buffer as the value, and faults 4-15x more pages
-  per GB; a second GET queued doubles the replies Redis copies into its output
+  connections) instead of adopting the buffer as the value, and faults 2-15x more pages
+  per GB on SET; a second GET queued doubles the replies Redis copies into its output
   buffers. With one in flight the server does exactly the work it does for LMCache
   (same faults, same CPU per GB). On a link with a long round trip and few workers,
   ``window_values=2`` hides the round trip instead.
@@ -54,7 +55,7 @@ MIB: Final = 1024 * 1024
 #: underneath (``poll``'s int milliseconds, ``settimeout``) overflow near 24.8 days, so
 #: an "infinite" timeout is refused with this bound named instead of hanging a worker.
 MAX_TIMEOUT: Final = 86_400.0
-#: Fewest workers chosen by default: on 2 cores 4 workers were as fast as any count for
+#: Fewest workers chosen by default: on 2 cores 4 had the smallest worst case over
 #: 0.5-4 MiB chunks, and fewer leave the server idle while a client thread waits for a
 #: core on a busy host (measured: benchmarks/scaling.py, docs/performance.md).
 MIN_DEFAULT_WORKERS: Final = 4
