@@ -59,7 +59,7 @@ from respkv._limits import (
 )
 from respkv._options import ConnectionOptions, TLSOptions
 from respkv._tls import NO_TLS_MESSAGE, tls_policy
-from respkv._validate import check_buffers, check_keys, check_timeout, check_ttl
+from respkv._validate import Submission, check_submission
 from respkv.errors import ConfigError, ConnectionClosedError, ForkedError
 from respkv_native import _core
 
@@ -176,14 +176,12 @@ class NativeConnector:
         timeout: float | None = None,
         ttl: float | None = None,
     ) -> int:
-        """Store ``buffers[i]`` under ``keys[i]`` (``ttl``: expiring after that many
-        seconds, ``SET ... PX``). Buffers stay referenced until done."""
+        """Store ``buffers[i]`` under ``keys[i]`` (``ttl``: expiry in seconds, ``SET ... PX``).
+        Buffers stay referenced until done."""
         self._check_open()
-        seconds = check_timeout(timeout)
-        ttl_ms = check_ttl(ttl)
-        byte_keys = check_keys(keys)
-        views = check_buffers(buffers, len(byte_keys), writable=False)
-        return self._submit(Op.SET, byte_keys, views, seconds, ttl_ms or 0)
+        return self._submit_checked(
+            check_submission(Op.SET, keys, buffers, timeout=timeout, ttl=ttl)
+        )
 
     def submit_batch_get(
         self,
@@ -194,19 +192,20 @@ class NativeConnector:
     ) -> int:
         """Fetch each value into ``buffers[i]`` (writable, exactly the value's size)."""
         self._check_open()
-        byte_keys = check_keys(keys)
-        views = check_buffers(buffers, len(byte_keys), writable=True)
-        return self._submit(Op.GET, byte_keys, views, check_timeout(timeout))
+        return self._submit_checked(check_submission(Op.GET, keys, buffers, timeout=timeout))
 
     def submit_batch_exists(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
         """Per key: ``OK`` when it exists, ``MISS`` when not."""
         self._check_open()
-        return self._submit(Op.EXISTS, check_keys(keys), None, check_timeout(timeout))
+        return self._submit_checked(check_submission(Op.EXISTS, keys, timeout=timeout))
 
     def submit_batch_delete(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
         """Per key: ``OK`` when removed, ``MISS`` when it was not there."""
         self._check_open()
-        return self._submit(Op.DELETE, check_keys(keys), None, check_timeout(timeout))
+        return self._submit_checked(check_submission(Op.DELETE, keys, timeout=timeout))
+
+    def _submit_checked(self, s: Submission) -> int:
+        return self._submit(s.op, s.keys, s.views, s.timeout, s.ttl_ms or 0)
 
     def _submit(
         self,

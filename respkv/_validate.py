@@ -8,9 +8,11 @@ backend is in use because both call these functions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final, cast
 
 from respkv._compat import BufferLike
+from respkv._contract import Op
 from respkv._options import MAX_TIMEOUT
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "CheckedKeys",
     "check_buffers",
     "check_keys",
+    "Submission",
+    "check_submission",
     "check_timeout",
     "check_ttl",
 ]
@@ -174,3 +178,37 @@ def check_ttl(ttl: object) -> int | None:
     if not 0 < value <= MAX_TTL:  # also False for nan
         raise ValueError(f"ttl must be > 0 and at most MAX_TTL ({MAX_TTL:g} s), got {ttl}")
     return max(1, round(value * 1000.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One batch's submit arguments, checked: what every connector's ``submit_batch_*``
+    works from. ``views`` is ``None`` for EXISTS/DELETE; ``ttl`` (seconds) and ``ttl_ms``
+    (for ``SET ... PX``) only ever for SET."""
+
+    op: Op
+    keys: list[bytes]
+    views: list[memoryview] | None
+    timeout: float | None
+    ttl: float | None = None
+    ttl_ms: int | None = None
+
+
+def check_submission(
+    op: Op,
+    keys: Sequence[object],
+    buffers: Sequence[BufferLike] | None = None,
+    *,
+    timeout: object = None,
+    ttl: object = None,
+) -> Submission:
+    """The contract's one submit-time check, in one order for every connector: timeout,
+    ttl, keys, then buffers (writable for GET). Raises before any I/O."""
+    seconds = check_timeout(timeout)
+    ttl_ms = check_ttl(ttl)
+    k = check_keys(keys)
+    views = None
+    if buffers is not None:
+        views = check_buffers(buffers, len(k), writable=op is Op.GET)
+    ttl_seconds = None if ttl_ms is None else float(cast("float", ttl))
+    return Submission(op, k, views, seconds, ttl_seconds, ttl_ms)

@@ -67,7 +67,7 @@ from respkv._contract import Completion, Connector, KeyLike, KeyStatus, Op
 from respkv._failure import ErrorKind, Failure
 from respkv._options import ConnectionOptions
 from respkv._pyengine.notifier import Notifier
-from respkv._validate import CheckedKeys, check_buffers, check_keys, check_timeout, check_ttl
+from respkv._validate import CheckedKeys, Submission, check_submission
 from respkv.errors import ConnectionClosedError, ForkedError
 
 __all__ = ["ClusterConnector", "NodeFactory", "node_factory_for"]
@@ -168,11 +168,9 @@ class ClusterConnector(RouterCore):
         ttl: float | None = None,
     ) -> int:
         self._check_open()
-        seconds = check_timeout(timeout)
-        check_ttl(ttl)
-        k = check_keys(keys)
-        views = check_buffers(buffers, len(k), writable=False)
-        return self._submit(Op.SET, k, views, seconds, ttl)
+        return self._submit_checked(
+            check_submission(Op.SET, keys, buffers, timeout=timeout, ttl=ttl)
+        )
 
     def submit_batch_get(
         self,
@@ -182,19 +180,19 @@ class ClusterConnector(RouterCore):
         timeout: float | None = None,
     ) -> int:
         self._check_open()
-        k = check_keys(keys)
-        views = check_buffers(buffers, len(k), writable=True)
-        return self._submit(Op.GET, k, views, check_timeout(timeout))
+        return self._submit_checked(check_submission(Op.GET, keys, buffers, timeout=timeout))
 
     def submit_batch_exists(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
         self._check_open()
-        k = check_keys(keys)
-        return self._submit(Op.EXISTS, k, None, check_timeout(timeout))
+        return self._submit_checked(check_submission(Op.EXISTS, keys, timeout=timeout))
 
     def submit_batch_delete(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
         self._check_open()
-        k = check_keys(keys)
-        return self._submit(Op.DELETE, k, None, check_timeout(timeout))
+        return self._submit_checked(check_submission(Op.DELETE, keys, timeout=timeout))
+
+    def _submit_checked(self, s: Submission) -> int:
+        # ttl in seconds: each node's connector checks it again when a part is submitted.
+        return self._submit(s.op, s.keys, s.views, s.timeout, s.ttl)
 
     def cancel(self, batch_id: int) -> bool:
         self._check_pid()

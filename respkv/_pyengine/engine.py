@@ -41,7 +41,7 @@ from respkv._pyengine.connection import TlsContext
 from respkv._pyengine.notifier import Notifier
 from respkv._pyengine.worker import Worker
 from respkv._tiling import tile as cut_tiles
-from respkv._validate import check_buffers, check_keys, check_timeout, check_ttl
+from respkv._validate import Submission, check_submission
 from respkv.errors import ConnectionClosedError, ForkedError
 
 __all__ = ["FORKED_MESSAGE", "PyConnector"]
@@ -112,11 +112,9 @@ class PyConnector:
         ttl: float | None = None,
     ) -> int:
         self._check_open()
-        seconds = check_timeout(timeout)
-        ttl_ms = check_ttl(ttl)
-        k = check_keys(keys)
-        views = check_buffers(buffers, len(k), writable=False)
-        return self._submit(Op.SET, k, views, seconds, ttl_ms)
+        return self._submit_checked(
+            check_submission(Op.SET, keys, buffers, timeout=timeout, ttl=ttl)
+        )
 
     def submit_batch_get(
         self,
@@ -126,19 +124,18 @@ class PyConnector:
         timeout: float | None = None,
     ) -> int:
         self._check_open()
-        seconds = check_timeout(timeout)
-        k = check_keys(keys)
-        return self._submit(Op.GET, k, check_buffers(buffers, len(k), writable=True), seconds)
+        return self._submit_checked(check_submission(Op.GET, keys, buffers, timeout=timeout))
 
     def submit_batch_exists(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
         self._check_open()
-        seconds = check_timeout(timeout)
-        return self._submit(Op.EXISTS, check_keys(keys), None, seconds)
+        return self._submit_checked(check_submission(Op.EXISTS, keys, timeout=timeout))
 
     def submit_batch_delete(self, keys: Sequence[KeyLike], *, timeout: float | None = None) -> int:
         self._check_open()
-        seconds = check_timeout(timeout)
-        return self._submit(Op.DELETE, check_keys(keys), None, seconds)
+        return self._submit_checked(check_submission(Op.DELETE, keys, timeout=timeout))
+
+    def _submit_checked(self, s: Submission) -> int:
+        return self._submit(s.op, s.keys, s.views, s.timeout, s.ttl_ms)
 
     def cancel(self, batch_id: int) -> bool:
         self._check_process()
