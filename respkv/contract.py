@@ -8,7 +8,9 @@ the way the built-in backends do, from one public module that respkv keeps stabl
   :class:`ErrorKind`, :class:`Op`, built with :func:`make_completion` (a failed key's
   status follows from its kind through :data:`STATUS_OF_KIND`, the one status map);
 * the submit-time checks both backends run, so your error messages are theirs:
-  :func:`check_keys`, :func:`check_buffers`, :func:`check_timeout`, :func:`check_ttl`,
+  :func:`check_submission` (all of a submit's arguments, in the built-in order, as a
+  :class:`Submission`), or one by one :func:`check_keys`, :func:`check_buffers`,
+  :func:`check_timeout`, :func:`check_ttl`,
   with the limits they enforce (:data:`MAX_KEY_BYTES`, :data:`MAX_VALUE_BYTES`,
   :data:`MAX_TIMEOUT`, :data:`MAX_TTL`);
 * the options you are constructed with (:class:`ConnectionOptions`,
@@ -40,8 +42,10 @@ from respkv._validate import (
     MAX_KEY_BYTES,
     MAX_TTL,
     MAX_VALUE_BYTES,
+    Submission,
     check_buffers,
     check_keys,
+    check_submission,
     check_timeout,
     check_ttl,
 )
@@ -67,9 +71,11 @@ __all__ = [
     "KeyLike",
     "KeyStatus",
     "Op",
+    "Submission",
     "TLSOptions",
     "check_buffers",
     "check_keys",
+    "check_submission",
     "check_timeout",
     "check_ttl",
     "format_failure",

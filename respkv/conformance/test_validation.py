@@ -71,17 +71,3 @@ def test_submit_after_close_raises(connector: Connector) -> None:
         connector.submit_batch_exists(["k"])
     with pytest.raises(ConnectionClosedError):
         connector.submit_batch_set(["k"], [b"v"])
-
-
-def test_checks_run_in_one_order(connector: Connector) -> None:
-    """With several bad arguments every connector names the same one first: timeout, then
-    ttl, then keys, then buffers (respkv._validate.check_submission)."""
-    bad_keys: Any = "not-a-list"
-    with pytest.raises(TypeError, match="timeout"):
-        connector.submit_batch_get(bad_keys, [bytearray(1)], timeout="soon")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="timeout"):
-        connector.submit_batch_exists(bad_keys, timeout="soon")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="ttl"):
-        connector.submit_batch_set(bad_keys, [b"v"], ttl="long")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="not a single key"):
-        connector.submit_batch_get(bad_keys, [b"read-only"])
