@@ -31,6 +31,42 @@ RECOVERY_BOUND: Final = 5.0
 VALUE_BYTES: Final = 256 * 1024
 
 
+def _bytes_queued_to(port: int, skip_peers: set[int]) -> int:
+    """Bytes the kernel holds, unread, on established IPv4 connections to ``port`` on
+    this host (``/proc/net/tcp``'s rx_queue), leaving out those from ``skip_peers``
+    ports (its replicas, whose acks arrive every second): what a frozen server has
+    been sent by clients."""
+    total = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+            if state != "01" or int(local.rsplit(":", 1)[1], 16) != port:  # ESTABLISHED
+                continue
+            if int(remote.rsplit(":", 1)[1], 16) not in skip_peers:
+                total += int(queues.split(":")[1], 16)
+    return total
+
+
+def _wait_until_requests_reach(
+    cluster: LocalCluster, node: ClusterNode, submit: Callable[[], object]
+) -> None:
+    """Freeze ``node`` (SIGSTOP), call ``submit()``, and wait (bounded) until
+    client requests sit unread in the frozen server's socket: then they are surely in
+    flight (an engine writes them on its own thread)."""
+    replicas = cluster.command(node, "CLIENT", "LIST", "TYPE", "replica")
+    text = replicas.decode() if isinstance(replicas, bytes) else str(replicas)
+    peers = {int(f.split(":")[-1]) for f in text.split() if f.startswith("addr=")}
+    assert node.server.process is not None
+    node.server.process.send_signal(signal.SIGSTOP)
+    submit()
+    deadline = time.monotonic() + 5
+    while _bytes_queued_to(node.server.port, peers) == 0:
+        assert time.monotonic() < deadline, "no request reached the frozen master"
+        time.sleep(0.01)  # polling the kernel's counters: there is no event to await
+
+
 def _replica_of(cluster: LocalCluster, master: ClusterNode) -> ClusterNode:
     for n in cluster.live_nodes():
         info = parse_info(cluster.command(n, "INFO", "replication"))
@@ -62,13 +98,12 @@ def test_master_killed_with_keys_in_flight(
         replica = _replica_of(cluster, victim)
         cluster.wait_replicated(victim)  # the replica has every write
         # Frozen first, so the victim's keys are surely in flight when it dies.
-        assert victim.server.process is not None
-        victim.server.process.send_signal(signal.SIGSTOP)
         out = [np.zeros(VALUE_BYTES, dtype=np.uint8) for _ in keys]
-        bid = conn.submit_batch_get(keys, out)
-        deadline = time.monotonic() + 5
-        while conn.node_keys().get(victim.address, 0) < 2 * len(by_owner[victim.address]):
-            assert time.monotonic() < deadline  # pragma: no cover - registered at submit
+        bids: list[int] = []
+        _wait_until_requests_reach(
+            cluster, victim, lambda: bids.append(conn.submit_batch_get(keys, out))
+        )
+        bid = bids[0]
         cluster.kill(victim)
         c = wait_for(conn, bid, timeout=30)
         victims = set(by_owner[victim.address])
