@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import pytest
 
-import respkv.resp2 as resp2_limits
+from respkv.testing.fuzzing import native_parse
 
 #: Random inputs the pytest run feeds the target (a second or two).
 PYTEST_INPUTS: Final = 3000
@@ -34,21 +34,6 @@ PYTEST_INPUTS: Final = 3000
 MAX_INPUT: Final = 4096
 #: Every reply consumes at least 3 bytes (``+\r\n``).
 MIN_REPLY_BYTES: Final = 3
-
-#: The reader limits, passed to the C++ reader as the engines pass them (resp2's).
-LIMITS: Final = {
-    "max_bulk_bytes": resp2_limits.MAX_BULK_BYTES,
-    "max_multibulk_len": resp2_limits.MAX_MULTIBULK_LEN,
-    "max_depth": resp2_limits.MAX_DEPTH,
-    "max_line_bytes": resp2_limits.MAX_LINE_BYTES,
-}
-
-
-def native_parse(core: ModuleType, chunks: list[bytes], target: int | None) -> list[Any]:
-    """``parse_replies`` with the limits, on builds whose helper takes them."""
-    if "limits" in (core.parse_replies.__doc__ or ""):
-        return list(core.parse_replies(chunks, target, limits=LIMITS))
-    return list(core.parse_replies(chunks, target))
 
 
 SEEDS: Final = [

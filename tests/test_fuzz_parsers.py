@@ -33,9 +33,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import respkv.resp2 as resp2_limits
 from respkv.errors import ProtocolError, ReplyError
 from respkv.resp2 import FILLED, NEED_DATA, Reader, SizeMismatch
+from respkv.testing.fuzzing import native_parse
 
 #: Examples per property in the default run (about 10 s for the file on 2 cores).
 EXAMPLES: Final = int(os.environ.get("RESPKV_FUZZ_EXAMPLES", "300"))
@@ -43,21 +43,6 @@ EXAMPLES: Final = int(os.environ.get("RESPKV_FUZZ_EXAMPLES", "300"))
 MIN_REPLY_BYTES: Final = 3
 #: Bytes inserted by a mutation are drawn from here most of the time.
 RESP_ALPHABET: Final = b"$*:+-\r\n0123456789"
-
-#: The reader limits, passed to the C++ reader as the engines pass them (resp2's).
-LIMITS: Final = {
-    "max_bulk_bytes": resp2_limits.MAX_BULK_BYTES,
-    "max_multibulk_len": resp2_limits.MAX_MULTIBULK_LEN,
-    "max_depth": resp2_limits.MAX_DEPTH,
-    "max_line_bytes": resp2_limits.MAX_LINE_BYTES,
-}
-
-
-def native_parse(core: ModuleType, chunks: list[bytes], target: int | None) -> list[Any]:
-    """``parse_replies`` with the limits, on builds whose helper takes them."""
-    if "limits" in (core.parse_replies.__doc__ or ""):
-        return list(core.parse_replies(chunks, target, limits=LIMITS))
-    return list(core.parse_replies(chunks, target))
 
 
 FUZZ = settings(
