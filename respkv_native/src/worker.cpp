@@ -78,7 +78,13 @@ void Worker::run() {
 
 // One round; false when the worker is done (closing, nothing left).
 bool Worker::step() {
-  pull_inbox();
+  // The inbox is pulled (a lock and an eventfd read) only when the last poll saw the
+  // wake-up descriptor readable: every push, wake() and cancel() makes it so, and it
+  // stays readable until pulled, so the next poll reports anything missed here.
+  if (woken_) {
+    woken_ = false;
+    pull_inbox();
+  }
   const bool closing = engine_.closing();
   if (closing) {
     // Every submit that got in before close is in the inbox by now. Everything ends
@@ -206,6 +212,7 @@ Failure Worker::ending_failure(const Batch& b, bool in_flight) const {
 void Worker::idle_wait() {
   pollfd fds[2] = {{wake_.fd(), POLLIN, 0}, {conn_ ? conn_->fd() : -1, POLLIN, 0}};
   const int rc = ::poll(fds, conn_ ? 2 : 1, -1);
+  note_wake(rc, fds[0]);
   if (rc <= 0 || !conn_ || fds[1].revents == 0) return;
   // An idle connection became readable: the server closed it, or sent something no
   // request asked for, which would desynchronise the next reply. Drop it quietly; the
@@ -219,7 +226,12 @@ void Worker::idle_wait() {
 void Worker::wait_until(Clock::time_point t) {
   const Clock::time_point until = std::min(t, next_deadline_);
   pollfd fd = {wake_.fd(), POLLIN, 0};
-  ::poll(&fd, 1, poll_ms_until(until, Clock::now()));
+  note_wake(::poll(&fd, 1, poll_ms_until(until, Clock::now())), fd);
+}
+
+void Worker::note_wake(int poll_rc, const pollfd& wake) {
+  // A failed poll (EINTR) says nothing: pull anyway.
+  if (poll_rc < 0 || (poll_rc > 0 && wake.revents != 0)) woken_ = true;
 }
 
 void Worker::wait_io() {
@@ -231,6 +243,7 @@ void Worker::wait_io() {
   // Bytes already decrypted inside a TLS session do not make the socket readable.
   const bool pending = conn_->pending();
   const int rc = ::poll(fds, 2, pending ? 0 : poll_ms_until(until, Clock::now()));
+  note_wake(rc, fds[1]);
   if (pending || (rc > 0 && (fds[0].revents & (POLLIN | POLLERR | POLLHUP)))) {
     if (!receive()) return;
   }
@@ -266,8 +279,9 @@ void Worker::connect() {
   Interrupt interrupt;
   interrupt.wake_fd = wake_.fd();
   interrupt.interrupted = [this] {
-    // Reading the wake-up here is safe: the loop pulls the inbox every round anyway.
+    // Reading the wake-up here is safe as long as the next round pulls the inbox.
     wake_.reset();
+    woken_ = true;
     return engine_.closing() || check_ending_.load(std::memory_order_acquire);
   };
   interrupt.stop_at = next_deadline_;

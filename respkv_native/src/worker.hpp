@@ -37,6 +37,8 @@
 // thread's alone.
 #pragma once
 
+#include <poll.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -146,6 +148,7 @@ class Worker {
   void set_connection(Connection&& c);
   void drop_connection();
   void schedule_backoff();
+  void note_wake(int poll_rc, const pollfd& wake);
 
   Engine& engine_;
   const EngineOptions& opt_;
@@ -175,6 +178,7 @@ class Worker {
   std::optional<Connection> conn_;
   std::shared_ptr<TlsContext> tls_;
   Reply reply_;
+  bool woken_ = true;  // the wake-up descriptor was seen readable: pull the inbox
   std::uint64_t replies_read_ = 0;  // for EngineOptions::test_throw_at_reply
 };
 
