@@ -157,6 +157,10 @@ class Connection:
         self.tls = tls is not None
         #: Bytes written on this connection, for ``Failure.in_flight`` of its keys.
         self.sent = 0
+        #: The last :meth:`receive` got every byte it asked for: more may be waiting.
+        self.filled = False
+        #: The last :meth:`send` left bytes queued: wait until the socket is writable.
+        self.write_blocked = False
         #: Monotonic time by which the connection must be ready (connect_timeout).
         self.connect_deadline = 0.0
         #: TLS handshake done, no reply received yet: a TLS 1.3 server checks the client
@@ -331,10 +335,12 @@ class Connection:
             else:
                 sent = sock.sendmsg(out if len(out) <= MAX_IOV else list(islice(out, MAX_IOV)))
         except _WOULD_BLOCK:
+            self.write_blocked = True
             return
         except OSError as exc:
             raise Dropped(self._lost(exc)) from None
         self.sent += sent
+        self.write_blocked = False
         while sent:
             head = out[0]
             size = len(head) if isinstance(head, bytes) else head.nbytes
@@ -344,9 +350,11 @@ class Connection:
             else:
                 out[0] = memoryview(head)[sent:]
                 sent = 0
+                self.write_blocked = True  # the socket took part of a buffer: it is full
 
     def receive(self, header_only: bool) -> int:
         """Receive once into the reader: the byte count, 0 when nothing was ready.
+        ``filled`` says afterwards whether it got all it asked for (more may be waiting).
 
         ``header_only``: the next reply is a large GET value, so ask for its header
         alone and let the payload land in the caller's buffer. Raises
@@ -360,12 +368,16 @@ class Connection:
                 n = sock.recv_into(view)
                 if n:
                     reader.buffer_updated(n)
+                self.filled = n == len(view)
             else:
-                data = sock.recv(HEADER_RECV if header_only else RECV_CHUNK)
+                asked = HEADER_RECV if header_only else RECV_CHUNK
+                data = sock.recv(asked)
                 n = len(data)
                 if n:
                     reader.feed(data)
+                self.filled = n == asked
         except _WOULD_BLOCK:
+            self.filled = False
             return 0
         except OSError as exc:
             raise Dropped(self._lost(exc)) from None

@@ -76,6 +76,9 @@ log = logging.getLogger("respkv.engine")
 
 _READ: Final = selectors.EVENT_READ
 _WRITE: Final = selectors.EVENT_WRITE
+#: Receives in a row at most (each one having filled what it asked for) before the
+#: loop looks at its other work again: a fast sender cannot starve the sending side.
+_RECV_ROUNDS: Final = 16
 
 
 class Worker(threading.Thread):
@@ -377,19 +380,27 @@ class Worker(threading.Thread):
         if conn.tls and conn.has_pending():  # TLS: decrypted bytes not announced
             self._on_readable(conn)
             return
-        want = _READ | _WRITE if self._out else _READ
+        out = self._out
+        if out and not conn.write_blocked:
+            conn.send(out)  # no wait for writability first: most requests fit at once
         head = self._inflight[0].deadline if self._inflight else None
-        mask = self._select(want, head)
+        mask = self._select(_READ | _WRITE if out else _READ, head)
         if mask & _WRITE:
-            conn.send(self._out)
+            conn.send(out)
         if mask & _READ:
             self._on_readable(conn)
         if self._inflight and time.monotonic() >= self._inflight[0].deadline:
             raise Dropped(self._timed_out)
 
     def _on_readable(self, conn: Connection) -> None:
-        if conn.receive(self._large_get_next()):
+        # Receive again while each receive got all it asked for (a header, then the
+        # value behind it): one wait per burst of bytes, not one per receive.
+        for _ in range(_RECV_ROUNDS):
+            if not conn.receive(self._large_get_next()):
+                return
             self._take_replies(conn)
+            if not (conn.filled and self._inflight):
+                return
 
     def _large_get_next(self) -> bool:
         """True when the next reply is a large GET value: then only its header is
