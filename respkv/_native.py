@@ -49,6 +49,7 @@ from respkv._compat import BufferLike
 from respkv._contract import Completion, KeyLike, KeyStatus, Op, make_completion
 from respkv._failure import ErrorKind, Failure
 from respkv._limits import (
+    HEADER_RECV,
     INLINE_VALUE_BYTES,
     LARGE_VALUE_BYTES,
     MAX_BULK_BYTES,
@@ -108,6 +109,7 @@ def engine_config(options: ConnectionOptions) -> dict[str, Any]:
         "window_bytes": options.window_bytes,
         "window_small": options.window_small,
         "large_value_bytes": LARGE_VALUE_BYTES,
+        "header_recv": HEADER_RECV,
         "inline_value_bytes": INLINE_VALUE_BYTES,
         "max_iov": MAX_IOV,
         "max_bulk_bytes": MAX_BULK_BYTES,

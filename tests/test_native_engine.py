@@ -31,7 +31,7 @@ import pytest
 from respkv import ConnectionOptions, ErrorKind, KeyStatus, Op, TLSOptions, resp2
 from respkv._admin import AdminConnection, handshake_commands
 from respkv._contract import CONTRACT_VERSION
-from respkv._limits import INLINE_VALUE_BYTES, LARGE_VALUE_BYTES, MAX_IOV
+from respkv._limits import HEADER_RECV, INLINE_VALUE_BYTES, LARGE_VALUE_BYTES, MAX_IOV
 from respkv._options import MAX_TIMEOUT
 from respkv.errors import ConfigError, ConnectionClosedError
 from respkv.testing import require_native, wait_for
@@ -96,6 +96,7 @@ def test_engine_runs_with_pythons_numbers(core: ModuleType) -> None:
         "reconnect_backoff_min": opts.reconnect_backoff_min,
         "reconnect_backoff_max": opts.reconnect_backoff_max,
         "large_value_bytes": LARGE_VALUE_BYTES,
+        "header_recv": HEADER_RECV,
         "inline_value_bytes": INLINE_VALUE_BYTES,
         "max_iov": MAX_IOV,
         "max_bulk_bytes": resp2.MAX_BULK_BYTES,

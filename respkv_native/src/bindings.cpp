@@ -196,6 +196,7 @@ EnginePtr make_engine(const py::dict& c) {
   o.window_bytes = c["window_bytes"].cast<std::size_t>();
   o.window_small = c["window_small"].cast<std::size_t>();
   o.large_value_bytes = c["large_value_bytes"].cast<std::size_t>();
+  o.header_recv = c["header_recv"].cast<std::size_t>();
   o.inline_value_bytes = c["inline_value_bytes"].cast<std::size_t>();
   o.reconnect_backoff_min = c["reconnect_backoff_min"].cast<double>();
   o.reconnect_backoff_max = c["reconnect_backoff_max"].cast<double>();
@@ -218,6 +219,7 @@ py::dict engine_config(const Engine& engine) {
   d["window_bytes"] = o.window_bytes;
   d["window_small"] = o.window_small;
   d["large_value_bytes"] = o.large_value_bytes;
+  d["header_recv"] = o.header_recv;
   d["inline_value_bytes"] = o.inline_value_bytes;
   d["max_iov"] = o.connection.max_iov;
   d["max_bulk_bytes"] = o.connection.reader.max_bulk_bytes;

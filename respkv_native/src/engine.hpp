@@ -57,6 +57,7 @@ struct EngineOptions {
   std::size_t window_bytes = 0;
   std::size_t window_small = 0;
   std::size_t large_value_bytes = 0;   // LARGE_VALUE_BYTES: counts against window_values
+  std::size_t header_recv = 0;         // HEADER_RECV: a large GET's header is received alone
   std::size_t inline_value_bytes = 0;  // values below are copied next to their header
   double reconnect_backoff_min = 0.0;
   double reconnect_backoff_max = 0.0;

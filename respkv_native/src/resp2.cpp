@@ -161,11 +161,12 @@ void append_command(std::string& out, const std::vector<std::string>& args) {
 
 Reader::Reader(const ReaderLimits& limits) : limits_(limits), buf_(READ_CHUNK) {}
 
-void Reader::set_target(std::uint8_t* data, std::size_t size) {
+void Reader::set_target(std::uint8_t* data, std::size_t size, std::size_t header_room) {
   if (mode_ == Mode::Parse && stack_.empty()) {
     target_ = data;
     target_size_ = size;
     has_target_ = true;
+    header_room_ = header_room;
   }
 }
 
@@ -174,6 +175,7 @@ void Reader::clear_target() {
     target_ = nullptr;
     target_size_ = 0;
     has_target_ = false;
+    header_room_ = 0;
   }
 }
 
@@ -200,6 +202,11 @@ std::uint8_t* Reader::get_buffer(std::size_t* room) {
     if (buf_.size() - wpos_ < MIN_ROOM) buf_.resize(std::max(buf_.size() * 2, wpos_ + READ_CHUNK));
   }
   *room = buf_.size() - wpos_;
+  // A large target's header not read yet: ask for the header alone (at least a byte).
+  if (header_room_ != 0 && has_target_ && mode_ == Mode::Parse && stack_.empty()) {
+    const std::size_t used = wpos_ - rpos_;
+    *room = std::min(*room, used < header_room_ ? header_room_ - used : std::size_t{1});
+  }
   return buf_.data() + wpos_;
 }
 
@@ -455,6 +462,7 @@ ReadStatus Reader::deliver(Reply& out) {
     in_root_ = false;
   }
   has_target_ = false;
+  header_room_ = 0;
   target_ = nullptr;
   return ReadStatus::Reply;
 }

@@ -117,8 +117,11 @@ class Reader {
   explicit Reader(const ReaderLimits& limits);
 
   // Deliver the next reply, if it is a bulk string, into [data, data+size). Applies to the
-  // next top-level reply to start; ignored while a reply is under way.
-  void set_target(std::uint8_t* data, std::size_t size);
+  // next top-level reply to start; ignored while a reply is under way. `header_room`
+  // (not 0): until that reply's header is read, get_buffer() offers at most this many
+  // bytes, so a large payload lands in the target instead of being copied there from
+  // the receive buffer (respkv._limits.HEADER_RECV, as the pure engine does).
+  void set_target(std::uint8_t* data, std::size_t size, std::size_t header_room = 0);
   void clear_target();
   // Arrays: keep their items (the default), or only count them (the engine, for which
   // any array is an unexpected reply: a huge one then costs no memory).
@@ -180,6 +183,7 @@ class Reader {
   std::uint8_t* target_ = nullptr;  // set_target()'s buffer (valid while has_target_)
   std::size_t target_size_ = 0;
   bool has_target_ = false;
+  std::size_t header_room_ = 0;  // set_target()'s header_room (while has_target_)
   std::uint8_t* into_ = nullptr;  // unfilled part of the target (Into)
   std::int64_t remaining_ = 0;    // payload bytes still to come (Text / Into / Drain)
   std::int64_t total_ = 0;        // full payload length (Into / Drain)

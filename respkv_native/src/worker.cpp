@@ -390,6 +390,7 @@ bool Worker::written(const InFlight& f) const { return conn_ && conn_->sent() > 
 
 bool Worker::receive() {
   for (int round = 0; round < MAX_RECV_ROUNDS; ++round) {
+    if (!inflight_.empty()) arm_reader(inflight_.front());
     switch (conn_->receive()) {
       case Io::WouldBlock:
         return true;
@@ -414,13 +415,7 @@ bool Worker::process_replies() {
     const InFlight& f = inflight_.front();
     const Batch& b = *f.tile->batch;
     if (!written(f) && !reader.idle()) return desync("unsolicited bytes before its request was sent");
-    if (b.op == Op::Get) {
-      reader.set_target(b.data[f.index], b.lengths[f.index]);
-    } else {
-      // No bulk is an answer here: drain any (a zero-byte target takes none), so an
-      // unexpected one costs no memory.
-      reader.set_target(nullptr, 0);
-    }
+    arm_reader(f);
     const ReadStatus got = reader.read(reply_);
     if (got == ReadStatus::NeedData) return true;
     if (got == ReadStatus::Error) {
@@ -444,6 +439,20 @@ bool Worker::process_replies() {
   // Bytes no request asked for: the stream can no longer be trusted.
   if (!reader.idle()) return desync("unsolicited bytes with no request in flight");
   return true;
+}
+
+// Where the reply to `f` goes (ignored by the reader once that reply is under way): a
+// GET's value into the caller's buffer, a large one's header received alone so that its
+// payload is not copied; any other bulk is no answer and is drained (a zero-byte target
+// takes none), so an unexpected one costs no memory.
+void Worker::arm_reader(const InFlight& f) {
+  const Batch& b = *f.tile->batch;
+  Reader& reader = conn_->reader();
+  if (b.op == Op::Get) {
+    reader.set_target(b.data[f.index], b.lengths[f.index], f.large ? opt_.header_recv : 0);
+  } else {
+    reader.set_target(nullptr, 0);
+  }
 }
 
 // The stream is out of step with the requests: drop it (keys in flight: PROTOCOL_ERROR).

@@ -149,6 +149,7 @@ class Worker {
   void drop_connection();
   void schedule_backoff();
   void note_wake(int poll_rc, const pollfd& wake);
+  void arm_reader(const InFlight& f);
 
   Engine& engine_;
   const EngineOptions& opt_;

@@ -266,6 +266,42 @@ void test_targets() {
     CHECK(target[0] == 'a' && target[1] == 'b' && target[99999] == 'z');
     CHECK_EQ(reader.buffered(), std::size_t{0});
   }
+  // header_room: until the header is read, a receive is offered only that much (the
+  // payload then lands in the target, not in the receive buffer); a reply that is not
+  // the value (an error line longer than the room) still reads, a byte at a time.
+  {
+    std::vector<std::uint8_t> target(100000);
+    Reader reader(LIMITS);
+    reader.set_target(target.data(), target.size(), 16);
+    std::size_t room = 0;
+    reader.get_buffer(&room);
+    CHECK_EQ(room, std::size_t{16});
+    reader.feed("$100000\r", 8);  // a header not whole yet
+    reader.get_buffer(&room);
+    CHECK_EQ(room, std::size_t{8});
+    Reply r;
+    reader.feed("\n", 1);
+    CHECK(reader.read(r) == ReadStatus::NeedData);
+    CHECK(reader.get_buffer(&room) == target.data());
+    CHECK_EQ(room, std::size_t{100000});
+  }
+  {
+    std::vector<std::uint8_t> target(100000);
+    Reader reader(LIMITS);
+    reader.set_target(target.data(), target.size(), 4);
+    const std::string err = "-ERR a long error line\r\n";
+    std::size_t room = 0;
+    for (char c : err) {
+      reader.get_buffer(&room);
+      CHECK(room >= 1 && room <= 4);
+      reader.feed(&c, 1);
+    }
+    Reply r;
+    CHECK(reader.read(r) == ReadStatus::Reply);
+    CHECK(r.kind == Kind::Error && r.text == "ERR a long error line");
+    reader.get_buffer(&room);  // the target is spent: a full receive again
+    CHECK(room >= respkv::READ_CHUNK / 2);
+  }
 }
 
 void test_large_bulk_without_target() {
