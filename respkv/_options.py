@@ -16,15 +16,19 @@ figures in docs/performance.md, "Against LMCache's connector"):
   point; 8 fell to 63 % on 4 MiB GET: 32 MB of replies in flight on a single-threaded
   server). A ``num_workers`` given explicitly (argument, URL, JSON, environment) always
   wins.
-* ``window_values=1`` / ``window_bytes=8 MiB``: large SET/GET requests in flight per
-  connection. One, as LMCache's connector does: with a second large SET queued behind
-  the first, Redis's greedy read after a large argument pulls the next value into the
-  query buffer, which it then copies (``memmove``, 8 % -> 19 % of its time at 1 MiB x 8
-  connections) instead of adopting the buffer as the value, and faults 2-15x more pages
-  per GB on SET; a second GET queued doubles the replies Redis copies into its output
-  buffers. With one in flight the server does exactly the work it does for LMCache
-  (same faults, same CPU per GB). On a link with a long round trip and few workers,
-  ``window_values=2`` hides the round trip instead.
+* ``window_values`` / ``window_bytes=8 MiB``: large SET/GET requests in flight per
+  connection. ``window_values=0`` (the default) is :func:`default_window_values`: two
+  with a single worker, else one. One, as LMCache's connector does: with a second
+  large SET queued behind the first, Redis's greedy read after a large argument pulls
+  the next value into the query buffer, which it then copies (``memmove``, 8 % -> 19 %
+  of its time at 1 MiB x 8 connections) instead of adopting the buffer as the value,
+  and faults 2-15x more pages per GB on SET; a second GET queued doubles the replies
+  Redis copies into its output buffers. With one in flight the server does exactly the
+  work it does for LMCache (same faults, same CPU per GB). A single connection is the
+  exception: the server then idles while the client turns each value around, and a
+  second value queued hides that (1.0-1.6x at 0.5-8 MiB with one worker, both
+  backends); from two workers on it cost up to 30 %. On a link with a long round trip
+  and few workers, ``window_values=2`` may pay as well: measure it there.
 * ``window_small=256``: EXISTS/DELETE requests in flight per connection; replies are
   four bytes, so deep pipelining amortises the round trips.
 * ``connect_timeout=5 s``, ``op_timeout=30 s``: an operation's deadline runs from the
@@ -36,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, ClassVar, Final
 
 from respkv.errors import ConfigError
 
@@ -47,6 +51,7 @@ __all__ = [
     "ConnectionOptions",
     "TLSOptions",
     "default_num_workers",
+    "default_window_values",
 ]
 
 MIB: Final = 1024 * 1024
@@ -75,6 +80,13 @@ def default_num_workers(cores: int | None = None) -> int:
     return max(MIN_DEFAULT_WORKERS, min(MAX_DEFAULT_WORKERS, cores))
 
 
+def default_window_values(num_workers: int) -> int:
+    """Large values in flight per connection when ``window_values`` is 0 (the default):
+    2 for a single worker, whose server would otherwise idle while each value is turned
+    around, else 1 (see the module notes)."""
+    return 2 if num_workers == 1 else 1
+
+
 @dataclass(frozen=True)
 class TLSOptions:
     """TLS settings for ``resps://`` connections."""
@@ -101,15 +113,29 @@ class ConnectionOptions:
     op_timeout: float = 30.0
     client_name: str = "respkv"
     tls: TLSOptions | None = None
-    window_values: int = 1
+    #: Large values in flight per connection. 0 (the default) is replaced at once by
+    #: :func:`default_window_values` of ``num_workers``, so readers see the number in
+    #: effect; :meth:`replace` derives it again when ``num_workers`` changes.
+    window_values: int = 0
     window_bytes: int = 8 * MIB
     window_small: int = 256
     reconnect_backoff_min: float = 0.01
     reconnect_backoff_max: float = 1.0
+    #: ``window_values`` was derived from ``num_workers`` (given as 0 or not at all). Not
+    #: a field: set on the instance by ``__post_init__``, read by :meth:`given`.
+    _window_derived: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        if self.window_values == 0:
+            # A frozen record: set once here, before anyone can read it.
+            object.__setattr__(self, "window_values", default_window_values(self.num_workers))
+            object.__setattr__(self, "_window_derived", True)
         problems = [*self._address_problems(), *self._timing_problems()]
-        for name in ("window_values", "window_bytes", "window_small"):
+        if self.window_values < 0:
+            problems.append(
+                f"window_values must be >= 0 (0: by num_workers), got {self.window_values}"
+            )
+        for name in ("window_bytes", "window_small"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.num_workers <= 256:
@@ -159,6 +185,15 @@ class ConnectionOptions:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
+    def given(self) -> dict[str, Any]:
+        """The fields as given: what rebuilds these options with other changes (a
+        ``window_values`` derived from ``num_workers`` is 0 here, so it is derived again
+        for the new count)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self._window_derived:
+            fields["window_values"] = 0
+        return fields
+
     def replace(self, **changes: object) -> ConnectionOptions:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with some fields changed (validated again; see :meth:`given`)."""
+        return type(self)(**(self.given() | changes))

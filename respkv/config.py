@@ -32,7 +32,6 @@ the key tables with LMCache's keys are :mod:`respkv._config.keys`, URL parsing a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import stat
@@ -134,7 +133,7 @@ def load(
     """
     env = os.environ if environ is None else environ
     if isinstance(source, ConnectionOptions):
-        raw: dict[str, Any] = {f.name: getattr(source, f.name) for f in dataclasses.fields(source)}
+        raw: dict[str, Any] = source.given()
         use_env = False
     else:
         raw = _raw_from_source(source)

@@ -1,13 +1,15 @@
-"""The measured defaults of issue 13: the worker count rule and one large value in flight.
+"""The measured defaults of issue 13: the worker count rule and the values in flight.
 
 ``default_num_workers`` picks the worker count from the cores (clamped to
 ``MIN_DEFAULT_WORKERS..MAX_DEFAULT_WORKERS``); a count given explicitly always wins.
-``window_values=1``: a connection holds one large SET/GET in flight, because a second
-large SET queued behind the first makes Redis copy the value out of its query buffer
-(docs/performance.md, "Workers and windows"). The window is checked on the wire on both
-backends: a scripted server that never answers the first large SET must not see a
-second one. The control (``window_values=2`` given explicitly) sees it within the same
-bounded wait, so the check can fail. Nothing here measures speed.
+``window_values=0`` (the default) is ``default_window_values(num_workers)``: a
+connection holds one large SET/GET in flight, because a second large SET queued behind
+the first makes Redis copy the value out of its query buffer, except with a single
+worker, whose server would idle between values, where it holds two (docs/performance.md,
+"The fix, and the defaults chosen from measurement"). The window is checked on the wire
+on both backends: a scripted server that never answers a large SET sees exactly as many
+as the window lets each connection send, within a bounded wait for one more that must
+not come; the explicit settings are the controls. Nothing here measures speed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from respkv._options import (
     MIN_DEFAULT_WORKERS,
     ConnectionOptions,
     default_num_workers,
+    default_window_values,
 )
 from respkv.testing import ConnectorFactory
 from respkv.testing.fakeserver import SILENT, FakeServer
@@ -46,7 +49,22 @@ def test_default_workers_follow_the_cores_within_bounds() -> None:
 
 def test_options_take_the_default_unless_given() -> None:
     assert ConnectionOptions().num_workers == default_num_workers()
-    assert ConnectionOptions().window_values == 1
+    assert ConnectionOptions().window_values == 1  # derived from num_workers (>= 4)
+    assert [default_window_values(n) for n in (1, 2, 4, 256)] == [2, 1, 1, 1]
+    assert ConnectionOptions(num_workers=1).window_values == 2
+    assert ConnectionOptions(num_workers=2, window_values=0).window_values == 1
+    assert ConnectionOptions(num_workers=1, window_values=1).window_values == 1
+    assert ConnectionOptions(num_workers=8, window_values=3).window_values == 3
+    # replace() derives it again for the new worker count, unless it was given.
+    assert ConnectionOptions(num_workers=4).replace(num_workers=1).window_values == 2
+    assert ConnectionOptions(num_workers=1).replace(num_workers=4).window_values == 1
+    given = ConnectionOptions(num_workers=4, window_values=1)
+    assert given.replace(num_workers=1).window_values == 1
+    assert given.replace(num_workers=1, window_values=0).window_values == 2
+    assert respkv.config.resolve("resp://h?num_workers=1").window_values == 2
+    assert respkv.config.resolve(ConnectionOptions(), num_workers=1).window_values == 2
+    assert respkv.config.resolve(given, num_workers=1).window_values == 1
+    assert respkv.config.resolve("resp://h?num_workers=1&window_values=1").window_values == 1
     assert ConnectionOptions(num_workers=2).num_workers == 2
     assert ConnectionOptions().replace(num_workers=16).num_workers == 16
     assert respkv.config.resolve("resp://127.0.0.1:6379?num_workers=3").num_workers == 3
@@ -72,21 +90,31 @@ def _sets_seen(server: FakeServer, want: int, within: float) -> int:
     return server.count(b"SET")
 
 
-@pytest.mark.parametrize("window", [None, 2], ids=["default", "window2"])
-def test_one_large_set_in_flight_by_default(
-    connector_factory: ConnectorFactory, silent_server: FakeServer, window: int | None
+@pytest.mark.parametrize(
+    ("workers", "window", "in_flight"),
+    [(1, None, 2), (1, 1, 1), (2, None, 1), (2, 2, 2)],
+    ids=["1-worker-default", "1-worker-window1", "2-workers-default", "2-workers-window2"],
+)
+def test_large_sets_in_flight_per_connection(
+    connector_factory: ConnectorFactory,
+    silent_server: FakeServer,
+    workers: int,
+    window: int | None,
+    in_flight: int,
 ) -> None:
-    options = ConnectionOptions(host=silent_server.host, port=silent_server.port, num_workers=1)
+    options = ConnectionOptions(
+        host=silent_server.host, port=silent_server.port, num_workers=workers
+    )
     if window is not None:
         options = options.replace(window_values=window)
     conn = connector_factory(options)
     try:
-        values = [bytearray(VALUE_BYTES), bytearray(VALUE_BYTES)]
-        conn.submit_batch_set(["w:0", "w:1"], values)
-        if window is None:
-            assert _sets_seen(silent_server, 1, 10.0) == 1
-            assert _sets_seen(silent_server, 2, QUIET_S) == 1  # the second waits its turn
-        else:
-            assert _sets_seen(silent_server, 2, 10.0) == 2  # the control: pipelined
+        # Three values per connection (the tiles are contiguous and balanced), so one
+        # more than either window could be sent if the window were not kept.
+        values = [bytearray(VALUE_BYTES) for _ in range(3 * workers)]
+        conn.submit_batch_set([f"w:{i}" for i in range(len(values))], values)
+        allowed = in_flight * workers
+        assert _sets_seen(silent_server, allowed, 10.0) == allowed
+        assert _sets_seen(silent_server, allowed + 1, QUIET_S) == allowed  # the rest wait
     finally:
         conn.close()

@@ -121,7 +121,8 @@ class ClusterOptions(ConnectionOptions):
     @classmethod
     def from_options(cls, options: ConnectionOptions, **kw: object) -> ClusterOptions:
         """Cluster options with ``options``' settings; the seeds default to its address."""
-        fields: dict[str, object] = {name: getattr(options, name) for name in _BASE_FIELDS}
+        given = options.given()
+        fields: dict[str, object] = {name: given[name] for name in _BASE_FIELDS}
         fields["seeds"] = getattr(options, "seeds", None) or (options.address,)
         fields.update(kw)
         return cls(**fields)  # type: ignore[arg-type]
@@ -134,8 +135,8 @@ class ClusterOptions(ConnectionOptions):
         return ConnectionOptions(**fields)
 
     def replace(self, **changes: object) -> ClusterOptions:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with some fields changed (validated again; see :meth:`given`)."""
+        return type(self)(**(self.given() | changes))
 
     def __repr__(self) -> str:
         # ConnectionOptions' repr lists every field (these too) and hides the password.

@@ -17,9 +17,10 @@ request is admitted when nothing is in flight, or when the count stays below
 ``window_small``, the payload bytes below ``window_bytes``, and, for a large value (>=
 :data:`~respkv._limits.LARGE_VALUE_BYTES`), the large values below ``window_values``.
 Small replies (EXISTS, UNLINK) pipeline hundreds deep; multi-MiB values one deep by
-default, because Redis copies a second queued large SET out of its query buffer and
-each queued reply into its output buffer, so deeper pipelines only add copies on the
-server (measured: benchmarks/scaling.py, benchmarks/bench_windows.py).
+default (two with a single worker), because Redis copies a second queued large SET
+out of its query buffer and each queued reply into its output buffer, so deeper
+pipelines only add copies on a busy server (measured: benchmarks/scaling.py,
+benchmarks/bench_windows.py).
 
 Runs. Keys travel in *runs* (:class:`~respkv._pyengine.batch.Run`): consecutive keys of
 one tile admitted together, sharing one ``op_timeout`` deadline and one offset in the
