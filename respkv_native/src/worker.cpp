@@ -413,7 +413,6 @@ bool Worker::process_replies() {
   Reader& reader = conn_->reader();
   while (!inflight_.empty()) {
     const InFlight& f = inflight_.front();
-    const Batch& b = *f.tile->batch;
     if (!written(f) && !reader.idle()) return desync("unsolicited bytes before its request was sent");
     arm_reader(f);
     const ReadStatus got = reader.read(reply_);
