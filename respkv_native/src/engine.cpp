@@ -149,14 +149,20 @@ void Engine::close() {
   for (auto& w : workers_) w->wake();
   {
     std::lock_guard<std::mutex> lock(close_mu_);
-    for (auto& w : workers_) w->join();
+    for (auto& w : workers_) {
+      w->join();
+      w->close_wake();
+    }
   }
-  // Readable after close (as the pure engine does), so event-loop waiters wake up.
+  // Signalled, so that a thread already waiting in poll on it wakes up, then closed:
+  // close() gives back every descriptor, as the pure engine's does (callers unregister
+  // the event fd from their loops first; event_fd() is -1 from now on).
   std::lock_guard<std::mutex> lock(done_mu_);
   if (!signalled_) {
     signalled_ = true;
     completions_fd_.signal();
   }
+  completions_fd_.close_fds();
 }
 
 // In a forked child. No lock is taken (a thread of the parent may have held one at the

@@ -70,6 +70,8 @@ class Worker {
   void join() {
     if (thread_.joinable()) thread_.join();
   }
+  // After join(): release the wake-up descriptor (a signal after this is a no-op).
+  void close_wake() { wake_.close_fds(); }
   // Queue a tile (from submit, any thread) and wake the worker once per pull.
   void push(std::shared_ptr<Batch> batch, std::size_t begin, std::size_t end);
   // Wake the worker unconditionally (close).
