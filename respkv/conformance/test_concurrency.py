@@ -174,6 +174,39 @@ def test_cancel_races_completion(
     assert cancelled[0] > 0, "no cancel ever won the race"
 
 
+def test_cancel_races_close(
+    connector_factory: ConnectorFactory, redis_options: ConnectionOptions
+) -> None:
+    """Threads cancelling batches while another thread closes the connector: every
+    cancel returns a bool, and every batch submitted completes exactly once (drained
+    after ``close``), however the race went. A connector that releases its descriptors
+    in ``close`` must not let a late cancel signal a descriptor it has closed (the
+    number may already belong to another open): ``nox -s native-tsan`` runs this."""
+    conn = connector_factory(redis_options.replace(num_workers=4))
+    keys = [f"cc:{k}" for k in range(8)]
+    assert wait_for(conn, conn.submit_batch_set(keys, [b"v" * 64] * len(keys))).ok
+    ids = [conn.submit_batch_get(keys, [bytearray(64) for _ in keys]) for _ in range(200)]
+    started = threading.Barrier(3)
+    answers: list[bool] = []
+
+    def canceller(t: int) -> None:
+        started.wait(WAIT_S)
+        for bid in ids[t::2]:
+            answers.append(conn.cancel(bid))
+
+    threads = [threading.Thread(target=canceller, args=(t,)) for t in range(2)]
+    for th in threads:
+        th.start()
+    started.wait(WAIT_S)
+    conn.close()
+    for th in threads:
+        th.join(WAIT_S)
+    assert not any(th.is_alive() for th in threads), "a cancel hung after close"
+    assert all(isinstance(a, bool) for a in answers) and len(answers) == len(ids)
+    got = [c.batch_id for c in conn.drain_completions()]
+    assert sorted(got) == sorted(ids), "a batch was lost or completed twice"
+
+
 def test_close_wakes_a_thread_waiting_on_the_event_fd(
     connector_factory: ConnectorFactory, redis_options: ConnectionOptions
 ) -> None:

@@ -79,16 +79,22 @@ std::uint64_t Engine::submit(std::shared_ptr<Batch> batch, double timeout) {
 }
 
 bool Engine::cancel(std::uint64_t batch_id) {
-  std::shared_ptr<Batch> batch;
-  {
-    std::lock_guard<std::mutex> lock(running_mu_);
-    auto it = running_.find(batch_id);
-    if (it == running_.end()) return false;
-    batch = it->second;
-  }
+  // Held while the workers are signalled: close() releases their wake-up descriptors
+  // under this lock once every batch has completed (and left running_), so a cancel
+  // racing close() either signals open descriptors or finds nothing to cancel; it never
+  // writes to a closed number another open may have reused.
+  std::lock_guard<std::mutex> lock(running_mu_);
+  auto it = running_.find(batch_id);
+  if (it == running_.end()) return false;
+  const std::shared_ptr<Batch> batch = it->second;
   batch->end_with(ErrorKind::Cancelled);
   for (std::size_t w : batch->workers) workers_[w]->check_ending();
   return true;
+}
+
+int Engine::event_fd() const {
+  std::lock_guard<std::mutex> lock(done_mu_);
+  return completions_fd_.fd();
 }
 
 void Engine::complete(std::shared_ptr<Batch> batch) noexcept {
@@ -149,10 +155,10 @@ void Engine::close() {
   for (auto& w : workers_) w->wake();
   {
     std::lock_guard<std::mutex> lock(close_mu_);
-    for (auto& w : workers_) {
-      w->join();
-      w->close_wake();
-    }
+    for (auto& w : workers_) w->join();
+    // Every batch has completed now; see cancel() for why this lock.
+    std::lock_guard<std::mutex> running(running_mu_);
+    for (auto& w : workers_) w->close_wake();
   }
   // Signalled, so that a thread already waiting in poll on it wakes up, then closed:
   // close() gives back every descriptor, as the pure engine's does (callers unregister

@@ -78,7 +78,7 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  int event_fd() const { return completions_fd_.fd(); }
+  int event_fd() const;  // -1 once closed
   // Queue the batch with an optional deadline (`timeout` seconds from now; <= 0: none);
   // returns its id, or 0 when the engine is closed. Throws std::invalid_argument for an
   // empty batch.
@@ -125,7 +125,7 @@ class Engine {
   std::mutex running_mu_;  // running_
   std::unordered_map<std::uint64_t, std::shared_ptr<Batch>> running_;
 
-  std::mutex done_mu_;  // the completion queue and its eventfd
+  mutable std::mutex done_mu_;  // the completion queue and its eventfd
   std::shared_ptr<Batch> done_head_;
   Batch* done_tail_ = nullptr;
   bool signalled_ = false;
