@@ -18,16 +18,14 @@ engine's descriptor accounting in the child.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 from typing import Final
 
 import pytest
 
 from respkv import ConnectionOptions
+from respkv.testing.faultcheck import fork_verdict
 
 #: Bound on one case: an interpreter start, a connect, a fork, a child's exit.
 SCRIPT_TIMEOUT: Final = 120
@@ -131,16 +129,5 @@ def test_forked_child_exits_cleanly(redis_options: ConnectionOptions, mode: str)
     child that never touches it. Each child exits 0, and the parent's connector, with a
     batch in flight across the fork, carries on."""
     args = [redis_options.host, str(redis_options.port), mode, str(CHILD_TIMEOUT)]
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, *args],
-        capture_output=True,
-        text=True,
-        timeout=SCRIPT_TIMEOUT,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
-        check=False,
-    )
-    assert proc.returncode == 0, f"parent process failed:\n{proc.stderr[-3000:]}"
-    verdict = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert verdict["child"] == {"exit": 0}, f"child: {verdict['child']}\n{proc.stderr[-3000:]}"
-    assert verdict["parent"] == "OK"
+    verdict = fork_verdict(_SCRIPT, args, SCRIPT_TIMEOUT)
     assert verdict["in_flight_ok"] is True

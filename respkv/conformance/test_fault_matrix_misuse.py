@@ -10,13 +10,10 @@ finalisation, is the real thing and cannot disturb the test process.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import mmap
 import os
 import resource
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -145,18 +142,7 @@ def test_fork(connector_spec: str, redis_options: ConnectionOptions, mode: str) 
     """A forked child exits cleanly whatever it does with the inherited connector (issue
     9, defect 3); using it raises ForkedError at once (defect 4); the parent carries on."""
     args = [connector_spec, redis_options.host, str(redis_options.port), mode]
-    proc = subprocess.run(
-        [sys.executable, "-c", _FORK_SCRIPT, *args],
-        capture_output=True,
-        text=True,
-        timeout=SCRIPT_TIMEOUT,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
-        check=False,
-    )
-    assert proc.returncode == 0, f"parent process failed:\n{proc.stderr[-3000:]}"
-    verdict = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert verdict["child"] == {"exit": 0}, f"child: {verdict['child']}\n{proc.stderr[-3000:]}"
-    assert verdict["parent"] == "OK"
+    _faultcheck.fork_verdict(_FORK_SCRIPT, args, SCRIPT_TIMEOUT)
 
 
 #: Rounds of the close race: the window is narrow, each round is a new chance to hit it.

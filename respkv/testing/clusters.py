@@ -41,7 +41,13 @@ from typing import Any, Final
 
 from respkv._admin import AdminConnection
 from respkv._options import ConnectionOptions, TLSOptions
-from respkv.testing.servers import LocalServer, TlsFiles, find_server_binary, free_port
+from respkv.testing.servers import (
+    LocalServer,
+    TlsFiles,
+    find_server_binary,
+    free_port,
+    tls_url_query,
+)
 
 __all__ = [
     "DEFAULT_NODE_TIMEOUT_MS",
@@ -142,11 +148,7 @@ class LocalCluster:
         auth = ":" + self.password + "@" if self.password else ""
         if self.tls is None:
             return f"resp+cluster://{auth}{','.join(self.seeds)}"
-        query = f"ca_file={self.tls.ca_file}"
-        if self.tls.client_cert_file:
-            query += f"&cert_file={self.tls.client_cert_file}"
-            query += f"&key_file={self.tls.client_key_file or self.tls.client_cert_file}"
-        return f"resps+cluster://{auth}{','.join(self.seeds)}?{query}"
+        return f"resps+cluster://{auth}{','.join(self.seeds)}?{tls_url_query(self.tls)}"
 
     def tls_options(self) -> TLSOptions | None:
         """Client TLS settings for this cluster's nodes (CA-verified, client certificate)."""

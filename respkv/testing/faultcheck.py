@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,6 +53,7 @@ __all__ = [
     "check_hits",
     "expect",
     "finish",
+    "fork_verdict",
     "keyed_value",
     "matrix_server",
     "opener",
@@ -97,6 +102,25 @@ def finish(conn: Connector, batch_id: int, within: float) -> Completion:
             f"batch {batch_id} did not complete within {within} s (hang)"
         ) from None
     return c
+
+
+def fork_verdict(script: str, args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run a fork case in a fresh interpreter (``python -c script *args``): it must exit
+    0 and end its output with a JSON verdict whose ``child`` is ``{"exit": 0}`` and whose
+    ``parent`` is ``"OK"``. The verdict, for the case's own further checks."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        check=False,
+    )
+    assert proc.returncode == 0, f"parent process failed:\n{proc.stderr[-3000:]}"
+    verdict: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert verdict["child"] == {"exit": 0}, f"child: {verdict['child']}\n{proc.stderr[-3000:]}"
+    assert verdict["parent"] == "OK"
+    return verdict
 
 
 def check_hits(c: Completion, keys: Sequence[str | bytes], buffers: Sequence[Any]) -> int:

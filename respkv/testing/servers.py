@@ -52,6 +52,7 @@ __all__ = [
     "find_server_binary",
     "free_port",
     "recommended_args",
+    "tls_url_query",
 ]
 
 SERVER_BINARIES: Final = ("redis-server", "valkey-server")
@@ -152,6 +153,16 @@ class TlsFiles:
     auth_clients: str = "optional"
 
 
+def tls_url_query(tls: TlsFiles) -> str:
+    """The query of a ``resps://`` URL that trusts ``tls``'s CA and presents its client
+    pair, if it has one (see :mod:`respkv.config`)."""
+    query = f"ca_file={tls.ca_file}"
+    if tls.client_cert_file:
+        query += f"&cert_file={tls.client_cert_file}"
+        query += f"&key_file={tls.client_key_file or tls.client_cert_file}"
+    return query
+
+
 def _probe(
     host: str, port: int, timeout: float, tls: TlsFiles | None = None, password: str = ""
 ) -> list[Any]:
@@ -239,11 +250,7 @@ class LocalServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         if self.tls is None:
             return f"resp://{host}:{self.port}"
-        query = f"ca_file={self.tls.ca_file}"
-        if self.tls.client_cert_file:
-            query += f"&cert_file={self.tls.client_cert_file}"
-            query += f"&key_file={self.tls.client_key_file or self.tls.client_cert_file}"
-        return f"resps://{host}:{self.port}?{query}"
+        return f"resps://{host}:{self.port}?{tls_url_query(self.tls)}"
 
     @property
     def unix_path(self) -> str | None:
