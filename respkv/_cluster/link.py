@@ -59,6 +59,8 @@ class NodeLink:
     def __init__(self, options: ConnectionOptions, timeout: float) -> None:
         self.address = options.address
         self._reader = Reader()
+        # One receive buffer for the link's life (as the pure engine's connections).
+        self._scratch = memoryview(bytearray(RECV_CHUNK))
         #: The RESP type byte of each reply of the last :meth:`call` (for describe_reply).
         self.types: list[int] = []
         try:
@@ -128,10 +130,9 @@ class NodeLink:
                     if n:
                         reader.buffer_updated(n)
                 else:
-                    data = sock.recv(RECV_CHUNK)
-                    n = len(data)
+                    n = sock.recv_into(self._scratch)
                     if n:
-                        reader.feed(data)
+                        reader.feed(self._scratch[:n])
                 if not n:
                     raise LinkError(
                         Failure(ErrorKind.CONNECTION_LOST, self.address, in_flight=True)

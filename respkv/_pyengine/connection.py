@@ -149,6 +149,10 @@ class Connection:
         self.address = options.address
         self.sock: socket.socket | None = None
         self.reader = Reader()
+        #: Where replies are received before the reader copies them: one buffer for the
+        #: connection's life, because ``recv(RECV_CHUNK)`` would map, shrink and unmap a
+        #: fresh 256 KiB object per call (``mmap``/``mremap``/``munmap``, measured).
+        self._scratch = memoryview(bytearray(RECV_CHUNK))
         self.phase = _CLOSED
         #: True once the connection is open and hand-shaken (``phase`` is READY): an
         #: attribute, not a property, because the worker reads it on every round.
@@ -371,10 +375,9 @@ class Connection:
                 self.filled = n == len(view)
             else:
                 asked = HEADER_RECV if header_only else RECV_CHUNK
-                data = sock.recv(asked)
-                n = len(data)
+                n = sock.recv_into(self._scratch, asked)
                 if n:
-                    reader.feed(data)
+                    reader.feed(self._scratch[:n])
                 self.filled = n == asked
         except _WOULD_BLOCK:
             self.filled = False
