@@ -41,7 +41,8 @@ MAX_IOV: Final = 512
 
 # -- replies ----------------------------------------------------------------------------
 
-#: Bytes the pure engine asks for per ``recv`` when not receiving into a caller's buffer.
+#: Bytes the pure engine asks for per receive when not receiving into a caller's buffer
+#: (the size of each connection's receive buffer, made once).
 RECV_CHUNK: Final = 256 * 1024
 #: Bytes asked for when the next reply is a large GET value: enough for its
 #: ``$<len>\r\n`` header (and the CRLF of the value before), so that at most this many

@@ -5,7 +5,8 @@ AUTH / SELECT / CLIENT SETNAME handshake, each a *phase* the worker drives from 
 ``selectors`` loop, so a connection being made never stops the worker from meeting a
 batch deadline or a cancel), writing queued request bytes with ``sendmsg`` (TLS:
 ``send``), receiving into the :class:`~respkv.resp2.Reader` (``recv_into`` straight
-into a GET caller's buffer while a payload streams in), and the TLS detail that decrypted
+into a GET caller's buffer while a payload streams in, else into the connection's own
+receive buffer, which the reader copies from), and the TLS detail that decrypted
 bytes may wait inside the TLS object while the socket itself is not readable
 (:meth:`Connection.has_pending`). Which requests are in flight, windows and deadlines
 belong to the worker (:mod:`respkv._pyengine.worker`).
