@@ -7,12 +7,21 @@ CPU time (the scheduler's nanosecond ``schedstat`` of every thread: ``stat``'s 1
 ticks are too coarse for a 0.1 s batch), context switches and minor page faults. A
 :class:`Cell` holds every contender's samples for one chunk size and worker count.
 Rates are GB/s with GB = 1e9 bytes (issue 13 states its targets in these units).
+
+Medians of each contender's rounds hide how the rounds pair up, and on a shared 2-core
+machine one slow moment moves a whole round. Every round runs every contender once (the
+order rotated), so round ``i`` of one contender and round ``i`` of its baseline ran side
+by side: :func:`paired` takes the per-round ratios, their median, a 90 % bootstrap
+interval of that median (fixed seed: the same samples print the same interval) and how
+many rounds the contender won. :func:`print_paired` lists the cells where the interval
+lies wholly below or above 1: measurably behind or ahead, rather than inside the noise.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +30,28 @@ from typing import Any, Final
 
 from benchmarks._common import MIB, Table, median
 
-__all__ = ["GB", "OPS", "OP_LABEL", "Cell", "Sample", "cell_json", "measured", "report"]
+__all__ = [
+    "GB",
+    "OPS",
+    "OP_LABEL",
+    "Cell",
+    "Paired",
+    "Sample",
+    "cell_json",
+    "measured",
+    "paired",
+    "print_paired",
+    "report",
+]
 
 OPS: Final = ("SET_FRESH", "SET", "GET")
 OP_LABEL: Final = {"SET_FRESH": "SET fresh", "SET": "SET overwrite", "GET": "GET"}
 GB: Final = 1e9
+#: Resamples of the bootstrap interval, its coverage, and the fewest rounds it is worth
+#: computing for (below that the interval is not printed).
+BOOTSTRAP: Final = 2000
+COVERAGE: Final = 0.90
+MIN_PAIRED_ROUNDS: Final = 5
 
 
 @dataclass(frozen=True)
@@ -119,6 +145,93 @@ class Cell:
         """Median of a counter (``cpu``, ``server_cpu``, ...) per GB moved."""
         values = [getattr(s, what) for s in self.samples.get(name, {}).get(op, [])]
         return median(values) / (self.total / GB) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A contender against its baseline over rounds run side by side."""
+
+    ratios: tuple[float, ...]  # per round: contender rate / baseline rate
+    median: float
+    low: float  # the bootstrap interval of the median (nan below MIN_PAIRED_ROUNDS)
+    high: float
+    wins: int  # rounds where the contender was faster
+
+    @property
+    def verdict(self) -> str:
+        if math.isnan(self.low):
+            return "too few rounds"
+        if self.high < 1.0:
+            return "behind"
+        if self.low > 1.0:
+            return "ahead"
+        return "level"
+
+
+def paired(cell: Cell, name: str, base: str, op: str, seed: int = 13) -> Paired | None:
+    """``name`` against ``base`` round by round in ``cell`` (None without samples)."""
+    mine, theirs = cell.rates(name, op), cell.rates(base, op)
+    if not mine or len(mine) != len(theirs):
+        return None
+    ratios = tuple(a / b for a, b in zip(mine, theirs, strict=True))
+    low = high = math.nan
+    if len(ratios) >= MIN_PAIRED_ROUNDS:
+        rng = random.Random(seed)
+        meds = sorted(median(rng.choices(ratios, k=len(ratios))) for _ in range(BOOTSTRAP))
+        tail = (1 - COVERAGE) / 2
+        low, high = meds[int(tail * BOOTSTRAP)], meds[int((1 - tail) * BOOTSTRAP) - 1]
+    return Paired(ratios, median(list(ratios)), low, high, sum(r > 1 for r in ratios))
+
+
+def print_paired(
+    cells: Sequence[Cell], names: Sequence[str], baseline: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Per contender: how many cells are behind / level / ahead of its baseline, paired
+    by round; the cells behind or ahead listed. Returns one record per cell and op."""
+    records: list[dict[str, Any]] = []
+    for name in names:
+        base = baseline.get(name, name)
+        if base == name:
+            continue
+        counts = {"behind": 0, "level": 0, "ahead": 0, "too few rounds": 0}
+        listed: list[list[str]] = []
+        for c in sorted(cells, key=lambda c: (c.chunk_bytes, c.workers)):
+            for op in OPS:
+                p = paired(c, name, base, op)
+                if p is None:
+                    continue
+                counts[p.verdict] += 1
+                records.append(
+                    {
+                        "chunk_bytes": c.chunk_bytes,
+                        "workers": c.workers,
+                        "op": op,
+                        "contender": name,
+                        "baseline": base,
+                        "paired_median": p.median,
+                        "interval": [p.low, p.high],
+                        "wins": p.wins,
+                        "rounds": len(p.ratios),
+                        "verdict": p.verdict,
+                    }
+                )
+                if p.verdict in ("behind", "ahead"):
+                    listed.append(
+                        [
+                            p.verdict,
+                            f"{c.chunk_bytes / MIB:g} MiB",
+                            _workers_label(c.workers),
+                            OP_LABEL[op],
+                            f"{p.median:.2f}x [{p.low:.2f}, {p.high:.2f}]",
+                            f"{p.wins}/{len(p.ratios)}",
+                        ]
+                    )
+        summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        print(f"\n{name} / {base}, paired by round ({COVERAGE:.0%} interval): {summary}")
+        if listed:
+            headers = ["", "chunk", "workers", "op", "median ratio [interval]", "won"]
+            print(Table(headers, listed).render())
+    return records
 
 
 def _workers_label(workers: int) -> str:

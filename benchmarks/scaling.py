@@ -55,7 +55,7 @@ from typing import Any, Final
 from benchmarks._common import MIB, check_equal, flush, machine, make_values, rotated, write_json
 from benchmarks._common import server_version as _server_version
 from benchmarks._lmcache_loader import load_lmcache_redis
-from benchmarks._scaling_report import OPS, Cell, cell_json, measured, report
+from benchmarks._scaling_report import OPS, Cell, cell_json, measured, print_paired, report
 from benchmarks.side_by_side import BulkContender, LMCacheContender, RespkvContender
 from respkv._options import ConnectionOptions
 from respkv.testing.servers import LocalServer, recommended_args
@@ -327,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = run_grid(args, specs, servers, lmcache)
         names = list(entry_names(specs, servers).values())
         ratios = report(cells, names, baselines(specs, servers), args.probe)
+        rounds_paired = print_paired(cells, names, baselines(specs, servers))
         labels = [s.label for s in servers]
     print(f"\n({time.monotonic() - t0:.0f} s; load average now {os.getloadavg()[0]:.2f})")
     write_json(
@@ -339,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "contenders": names,
             "cells": [cell_json(c) for c in cells],
             "ratios": ratios,
+            "paired": rounds_paired,
         },
     )
     return 0
