@@ -16,7 +16,7 @@
 #     respkv python, LMCache native alternating, 5 rounds, medians, probes;
 #  6. python -m benchmarks.targets_16core: GET >= 6 GB/s, SET >= 5 GB/s, >= 1.3x LMCache
 #     at 8 workers, >= 1.5x respkv python at 16 workers.
-# Results (text and JSON) go to --out (default ./out-16core).
+# Results (text and JSON) go to --out (default $OUT when set, else ./out-16core).
 #
 # --quick: the same steps at a small scale (1 and 4 workers, 1 MiB, 64 MiB batches,
 #   2 rounds, io-threads 2), for a small machine: it proves the script works.
@@ -29,7 +29,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0
 PY=""
 VENV="${XDG_CACHE_HOME:-$HOME/.cache}/respkv-16core-venv"
-OUT="$PWD/out-16core"
+OUT="${OUT:-$PWD/out-16core}"  # the device tool's $OUT when set
 VALKEY=""
 LMCACHE_SITE=""
 IO_THREADS=""
