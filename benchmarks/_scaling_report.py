@@ -209,7 +209,7 @@ def print_paired(
                         "contender": name,
                         "baseline": base,
                         "paired_median": p.median,
-                        "interval": [p.low, p.high],
+                        "interval": None if math.isnan(p.low) else [p.low, p.high],
                         "wins": p.wins,
                         "rounds": len(p.ratios),
                         "verdict": p.verdict,
